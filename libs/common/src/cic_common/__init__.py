@@ -1,0 +1,1 @@
+"""Shared building blocks of the CIC services: events, bus, settings, database, loops."""

@@ -1,0 +1,189 @@
+"""PostgreSQL access of the gateway: deployments (desired state) and API keys."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from cic_common.ids import new_deployment_id
+
+from cic_gateway.domain.deployments import DeploymentCreate
+from cic_gateway.domain.keys import ParsedKey, generate_key, hash_secret, secret_matches
+
+__all__ = ["ApiKey", "DeploymentStore", "KeyStore"]
+
+_DEPLOYMENT_COLUMNS = (
+    "id, name, model, replicas, engine, backend, accelerator, use_spot, max_model_len,"
+    " engine_args, generation, created_at, updated_at, deleted_at"
+)
+
+
+class DeploymentStore:
+    """The gateway is the only writer of deployments (desired state)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(self, spec: DeploymentCreate) -> dict[str, Any]:
+        """Insert; raises ``asyncpg.UniqueViolationError`` if a live one has the name."""
+        dep_id = new_deployment_id()
+        name = spec.name or f"{_slug(spec.model)}-{dep_id[1:7]}"
+        row = await self._pool.fetchrow(
+            "INSERT INTO deployments (id, name, model, replicas, engine, backend, accelerator,"
+            " use_spot, max_model_len, engine_args) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+            f" RETURNING {_DEPLOYMENT_COLUMNS}",
+            dep_id,
+            name,
+            spec.model,
+            spec.replicas,
+            spec.engine,
+            spec.backend,
+            spec.accelerator,
+            spec.use_spot,
+            spec.max_model_len,
+            spec.engine_args,
+        )
+        return dict(row)
+
+    async def get(self, dep_id: str) -> dict[str, Any] | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_DEPLOYMENT_COLUMNS} FROM deployments WHERE id = $1", dep_id
+        )
+        return dict(row) if row else None
+
+    async def list_all(self, include_deleted: bool = False) -> list[dict[str, Any]]:
+        where = "" if include_deleted else "WHERE deleted_at IS NULL"
+        rows = await self._pool.fetch(
+            f"SELECT {_DEPLOYMENT_COLUMNS} FROM deployments {where} ORDER BY created_at"
+        )
+        return [dict(r) for r in rows]
+
+    async def scale(self, dep_id: str, replicas: int) -> dict[str, Any] | None:
+        """Set the replica count and bump the generation; None if missing or deleted."""
+        row = await self._pool.fetchrow(
+            "UPDATE deployments SET replicas = $2, generation = generation + 1,"
+            " updated_at = now() WHERE id = $1 AND deleted_at IS NULL"
+            f" RETURNING {_DEPLOYMENT_COLUMNS}",
+            dep_id,
+            replicas,
+        )
+        return dict(row) if row else None
+
+    async def delete(self, dep_id: str) -> dict[str, Any] | None:
+        """Mark deleted (idempotent: a second delete returns the same row unchanged)."""
+        row = await self._pool.fetchrow(
+            "UPDATE deployments SET deleted_at = coalesce(deleted_at, now()),"
+            " generation = CASE WHEN deleted_at IS NULL THEN generation + 1 ELSE generation END,"
+            f" updated_at = now() WHERE id = $1 RETURNING {_DEPLOYMENT_COLUMNS}",
+            dep_id,
+        )
+        return dict(row) if row else None
+
+    async def nodes(self, dep_id: str | None) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            "SELECT id, deployment_id, status, status_reason, backend, cluster_name, endpoint,"
+            " requested_at, ready_at, terminated_at FROM nodes"
+            " WHERE ($1::text IS NULL OR deployment_id = $1) ORDER BY requested_at",
+            dep_id,
+        )
+        return [dict(r) for r in rows]
+
+
+def _slug(model: str) -> str:
+    tail = model.rstrip("/").rsplit("/", 1)[-1].lower()
+    slug = "".join(c if c.isalnum() else "-" for c in tail).strip("-")
+    return slug[:40] or "model"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    scope: str
+    allowed_models: tuple[str, ...] | None
+
+    def may_use(self, model: str) -> bool:
+        return self.allowed_models is None or model in self.allowed_models
+
+
+class KeyStore:
+    """API keys, stored as SHA-256 hashes; lookups are cached for ``cache_seconds``."""
+
+    def __init__(self, pool: asyncpg.Pool, cache_seconds: float) -> None:
+        self._pool = pool
+        self._ttl = cache_seconds
+        self._cache: dict[str, tuple[float, bytes, ApiKey | None]] = {}
+
+    async def create(
+        self, name: str, scope: str, allowed_models: list[str] | None, key_id: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """A new key; returns the full key (shown once) and its public record."""
+        full, parsed = generate_key()
+        row = await self._pool.fetchrow(
+            "INSERT INTO api_keys (id, prefix, secret_sha256, name, scope, allowed_models)"
+            " VALUES ($1, $2, $3, $4, $5, $6)"
+            " RETURNING id, prefix, name, scope, allowed_models, created_at, revoked_at",
+            key_id or f"k{parsed.prefix}",
+            parsed.prefix,
+            hash_secret(parsed.secret),
+            name,
+            scope,
+            allowed_models,
+        )
+        return full, dict(row)
+
+    async def ensure(self, key_id: str, parsed: ParsedKey, name: str, scope: str) -> None:
+        """Store a key given from outside (the bootstrap admin key); idempotent."""
+        await self._pool.execute(
+            "INSERT INTO api_keys (id, prefix, secret_sha256, name, scope) VALUES ($1,$2,$3,$4,$5)"
+            " ON CONFLICT (id) DO UPDATE SET prefix = $2, secret_sha256 = $3, revoked_at = NULL",
+            key_id,
+            parsed.prefix,
+            hash_secret(parsed.secret),
+            name,
+            scope,
+        )
+
+    async def list_all(self) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            "SELECT id, prefix, name, scope, allowed_models, created_at, revoked_at"
+            " FROM api_keys ORDER BY created_at"
+        )
+        return [dict(r) for r in rows]
+
+    async def revoke(self, key_id: str) -> bool:
+        result: str = await self._pool.execute(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1", key_id
+        )
+        self._cache.clear()
+        return result.endswith(" 1")
+
+    async def authenticate(self, parsed: ParsedKey) -> ApiKey | None:
+        """The live key whose prefix and secret match, else None (constant-time check)."""
+        now = time.monotonic()
+        hit = self._cache.get(parsed.prefix)
+        if hit is None or hit[0] < now:
+            row = await self._pool.fetchrow(
+                "SELECT id, name, scope, allowed_models, secret_sha256 FROM api_keys"
+                " WHERE prefix = $1 AND revoked_at IS NULL",
+                parsed.prefix,
+            )
+            key = None
+            digest = b""
+            if row is not None:
+                models = row["allowed_models"]
+                key = ApiKey(
+                    row["id"],
+                    row["name"],
+                    row["scope"],
+                    tuple(models) if models is not None else None,
+                )
+                digest = bytes(row["secret_sha256"])
+            hit = (now + self._ttl, digest, key)
+            self._cache[parsed.prefix] = hit
+        _, digest, key = hit
+        if key is None or not secret_matches(parsed.secret, digest):
+            return None
+        return key

@@ -1,0 +1,29 @@
+"""Choosing the replica for a request: a pure function of the replica table."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Sequence
+
+from cic_common.replicas import Replica
+
+__all__ = ["choose_replica", "load_of"]
+
+
+def load_of(replica: Replica) -> float:
+    """Work in hand: running plus waiting requests (queued work weighs double)."""
+    return replica.requests_running + 2.0 * replica.requests_waiting
+
+
+def choose_replica(
+    replicas: Sequence[Replica], exclude: Collection[str], rng: random.Random
+) -> Replica | None:
+    """Power of two choices over the routable replicas, skipping draining ones and
+    ``exclude`` (node ids already tried). None when no replica is left."""
+    candidates = [r for r in replicas if not r.draining and r.node_id not in exclude]
+    if not candidates:
+        return None
+    if len(candidates) == 1:
+        return candidates[0]
+    a, b = rng.sample(candidates, 2)
+    return a if load_of(a) <= load_of(b) else b

@@ -1,0 +1,103 @@
+"""The admin API: deployments, nodes and API keys. Admin keys only."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+from cic_common.events import DeploymentChanged
+from fastapi import APIRouter, Depends, Request, Response
+
+from cic_gateway.domain.deployments import DeploymentCreate, DeploymentPatch, KeyCreate
+from cic_gateway.domain.errors import ApiError
+from cic_gateway.entrypoints.auth import require_admin
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)], tags=["admin"])
+
+
+async def _announce(request: Request, deployment: dict[str, Any]) -> None:
+    """Tell the scheduler; if NATS is down the scheduler's periodic pass still converges."""
+    event = DeploymentChanged(
+        deployment_id=deployment["id"],
+        generation=deployment["generation"],
+        deleted=deployment["deleted_at"] is not None,
+    )
+    try:
+        await request.app.state.bus.publish(
+            event, msg_id=f"deployment:{deployment['id']}:{deployment['generation']}"
+        )
+    except Exception:
+        log.warning("deployment-changed not published", exc_info=True)
+
+
+@router.post("/deployments", status_code=201)
+async def create_deployment(body: DeploymentCreate, request: Request) -> dict[str, Any]:
+    try:
+        deployment: dict[str, Any] = await request.app.state.deployments.create(body)
+    except asyncpg.UniqueViolationError as exc:
+        raise ApiError(409, f"a live deployment is already named {body.name!r}") from exc
+    await _announce(request, deployment)
+    return deployment
+
+
+@router.get("/deployments")
+async def list_deployments(request: Request, include_deleted: bool = False) -> dict[str, Any]:
+    return {"data": await request.app.state.deployments.list_all(include_deleted)}
+
+
+@router.get("/deployments/{deployment_id}")
+async def get_deployment(deployment_id: str, request: Request) -> dict[str, Any]:
+    deployment = await request.app.state.deployments.get(deployment_id)
+    if deployment is None:
+        raise ApiError(404, f"no deployment {deployment_id!r}")
+    deployment["nodes"] = await request.app.state.deployments.nodes(deployment_id)
+    return deployment  # type: ignore[no-any-return]
+
+
+@router.patch("/deployments/{deployment_id}")
+async def scale_deployment(
+    deployment_id: str, body: DeploymentPatch, request: Request
+) -> dict[str, Any]:
+    deployment = await request.app.state.deployments.scale(deployment_id, body.replicas)
+    if deployment is None:
+        raise ApiError(404, f"no live deployment {deployment_id!r}")
+    await _announce(request, deployment)
+    return deployment  # type: ignore[no-any-return]
+
+
+@router.delete("/deployments/{deployment_id}", status_code=202)
+async def delete_deployment(deployment_id: str, request: Request) -> dict[str, Any]:
+    """Drain and terminate every node of the deployment; idempotent."""
+    deployment = await request.app.state.deployments.delete(deployment_id)
+    if deployment is None:
+        raise ApiError(404, f"no deployment {deployment_id!r}")
+    await _announce(request, deployment)
+    return deployment  # type: ignore[no-any-return]
+
+
+@router.get("/nodes")
+async def list_nodes(request: Request, deployment_id: str | None = None) -> dict[str, Any]:
+    return {"data": await request.app.state.deployments.nodes(deployment_id)}
+
+
+@router.post("/keys", status_code=201)
+async def create_key(body: KeyCreate, request: Request) -> dict[str, Any]:
+    """The key itself is in the answer and nowhere else: store it now."""
+    full, record = await request.app.state.keys.create(body.name, body.scope, body.allowed_models)
+    return {**record, "key": full}
+
+
+@router.get("/keys")
+async def list_keys(request: Request) -> dict[str, Any]:
+    return {"data": await request.app.state.keys.list_all()}
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+async def revoke_key(key_id: str, request: Request) -> Response:
+    if not await request.app.state.keys.revoke(key_id):
+        raise ApiError(404, f"no key {key_id!r}")
+    return Response(status_code=204)

@@ -1,0 +1,112 @@
+"""The OpenAI-compatible API: authenticate, pick a replica, forward, retry elsewhere."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+
+from cic_gateway.adapters.store import ApiKey
+from cic_gateway.adapters.upstream import UpstreamResponse, UpstreamUnavailable
+from cic_gateway.domain.errors import ApiError
+from cic_gateway.domain.routing import choose_replica
+from cic_gateway.entrypoints.auth import require_key
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1", tags=["openai"])
+UserKey = Annotated[ApiKey, Depends(require_key)]
+
+
+@router.get("/models")
+async def list_models(request: Request, key: UserKey) -> dict[str, Any]:
+    """The models that have a routable replica and that this key may use."""
+    models = await request.app.state.replicas.models()
+    created = int(time.time())
+    return {
+        "object": "list",
+        "data": [
+            {"id": m, "object": "model", "created": created, "owned_by": "cic"}
+            for m in models
+            if key.may_use(m)
+        ],
+    }
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request, key: UserKey) -> Response:
+    return await _proxy(request, key, "/v1/chat/completions")
+
+
+@router.post("/completions")
+async def completions(request: Request, key: UserKey) -> Response:
+    return await _proxy(request, key, "/v1/completions")
+
+
+async def _read_body(request: Request) -> tuple[bytes, dict[str, Any]]:
+    limit: int = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body exceeds {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"request body exceeds {limit} bytes")
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return bytes(body), parsed
+
+
+async def _proxy(request: Request, key: ApiKey, path: str) -> Response:
+    body, parsed = await _read_body(request)
+    model = parsed.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "'model' is required and must be a string", param="model")
+    if not isinstance(parsed.get("stream", False), bool):
+        raise ApiError(400, "'stream' must be a boolean", param="stream")
+    if not key.may_use(model):
+        raise ApiError(403, f"this key may not use model {model!r}", code="model_not_allowed")
+    state = request.app.state
+    replicas = await state.replicas.replicas(model)
+    if not replicas:
+        if model in await state.replicas.models():
+            raise ApiError(503, f"no replica of {model!r} is ready", retry_after=5)
+        raise ApiError(404, f"the model {model!r} does not exist", code="model_not_found")
+    tried: set[str] = set()
+    last_error = "no routable replica"
+    for _ in range(state.settings.max_attempts):
+        replica = choose_replica(replicas, tried, state.rng)
+        if replica is None:
+            break
+        tried.add(replica.node_id)
+        try:
+            upstream = await state.upstream.post(replica.endpoint + path, body)
+        except UpstreamUnavailable as exc:
+            last_error = str(exc)
+            log.warning("replica failed; trying another", extra={"node": replica.node_id})
+            continue
+        return await _respond(upstream, replica.node_id)
+    raise ApiError(503, f"no replica of {model!r} answered: {last_error}", retry_after=2)
+
+
+async def _respond(upstream: UpstreamResponse, node_id: str) -> Response:
+    headers = {"x-cic-replica": node_id}
+    if upstream.content_type.startswith("text/event-stream"):
+        return StreamingResponse(
+            upstream.chunks(),
+            status_code=upstream.status,
+            media_type="text/event-stream",
+            headers={**headers, "cache-control": "no-cache"},
+        )
+    content = await upstream.read()
+    return Response(content, upstream.status, headers, media_type=upstream.content_type)

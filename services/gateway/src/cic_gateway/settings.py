@@ -1,0 +1,21 @@
+"""Gateway settings (``CIC_*`` environment variables)."""
+
+from __future__ import annotations
+
+from cic_common.settings import CommonSettings
+from pydantic import Field
+
+__all__ = ["GatewaySettings"]
+
+
+class GatewaySettings(CommonSettings):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_key: str | None = Field(
+        None, description="bootstrap admin key (cic-<prefix>-<secret>); stored hashed at start"
+    )
+    max_body_bytes: int = Field(4 * 1024 * 1024, description="larger requests get 413")
+    upstream_timeout: float = Field(600.0, description="seconds for one upstream request")
+    upstream_connect_timeout: float = 2.0
+    max_attempts: int = Field(3, ge=1, description="replicas tried per request")
+    key_cache_seconds: float = Field(1.0, description="how long a key lookup is reused")
