@@ -79,7 +79,11 @@ class LaunchRequested(Event):
     """Command: launch one node for a deployment. Idempotent by ``node_id``."""
 
     TYPE: ClassVar[str] = "launch-requested"
-    node_id: str = Field(pattern=r"^[a-z0-9-]{1,40}$", examples=["n0123456789ab"])
+    node_id: str = Field(
+        pattern=r"^[a-z0-9]{1,24}$",
+        description="lower-case letters and digits; the last token of the cluster name",
+        examples=["n0123456789ab"],
+    )
     deployment_id: str = Field(examples=["d0123456789ab"])
     generation: int = Field(1, ge=1, description="deployment generation this node serves")
     spec: NodeSpec

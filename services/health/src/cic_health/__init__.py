@@ -1,0 +1,1 @@
+"""CIC health: node verdicts and the replica table."""

@@ -1,0 +1,1 @@
+"""CIC provisioner: the only service that launches and terminates nodes."""

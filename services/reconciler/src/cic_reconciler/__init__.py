@@ -1,0 +1,1 @@
+"""CIC reconciler: our state against what the backends actually run."""

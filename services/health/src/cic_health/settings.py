@@ -1,0 +1,14 @@
+"""Health settings (``CIC_*`` environment variables)."""
+
+from __future__ import annotations
+
+from cic_common.settings import CommonSettings
+from pydantic import Field
+
+__all__ = ["HealthSettings"]
+
+
+class HealthSettings(CommonSettings):
+    check_interval: float = Field(5.0, gt=0, description="seconds between verdict passes")
+    late_after: float = Field(30.0, gt=0, description="seconds without a heartbeat: unhealthy")
+    dead_after: float = Field(120.0, gt=0, description="seconds unhealthy: dead")

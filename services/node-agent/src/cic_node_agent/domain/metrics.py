@@ -1,0 +1,48 @@
+"""Reading the engine's Prometheus ``/metrics`` into the facts a heartbeat carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["EngineFacts", "parse_metrics"]
+
+_GAUGES = {
+    "vllm:num_requests_running": "requests_running",
+    "vllm:num_requests_waiting": "requests_waiting",
+    "vllm:kv_cache_usage_perc": "kv_cache_usage",
+    "vllm:gpu_cache_usage_perc": "kv_cache_usage",  # the name before vLLM 0.10
+}
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    requests_running: float = 0.0
+    requests_waiting: float = 0.0
+    kv_cache_usage: float = 0.0
+
+
+def parse_metrics(text: str) -> EngineFacts:
+    """Sum each gauge over its label sets; lines we do not know are ignored.
+
+    Malformed lines are skipped rather than failing the heartbeat: a partial reading
+    is still a reading.
+    """
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        field = _GAUGES.get(name)
+        if field is None:
+            continue
+        try:
+            value = float(line.rsplit(" ", 1)[-1])
+        except ValueError:
+            continue
+        values[field] = values.get(field, 0.0) + value
+    kv = min(max(values.get("kv_cache_usage", 0.0), 0.0), 1.0)
+    return EngineFacts(
+        requests_running=values.get("requests_running", 0.0),
+        requests_waiting=values.get("requests_waiting", 0.0),
+        kv_cache_usage=kv,
+    )

@@ -1,0 +1,52 @@
+"""Wires the provisioner: its backends, its two consumers and the inventory responder."""
+
+from __future__ import annotations
+
+from cic_common.bus import Bus
+from cic_common.db import create_pool, migrate
+from cic_common.events import LaunchRequested, TerminateRequested
+from cic_common.service import Part, serve
+from cic_common.streams import INVENTORY_SUBJECT
+
+from cic_provisioner.adapters.local import LocalBackend
+from cic_provisioner.adapters.store import ProvisionerStore
+from cic_provisioner.domain.compute import ComputeBackend
+from cic_provisioner.entrypoints.handlers import Provisioner
+from cic_provisioner.settings import ProvisionerSettings
+
+__all__ = ["build_backends", "run"]
+
+
+def build_backends(settings: ProvisionerSettings) -> dict[str, ComputeBackend]:
+    local = LocalBackend(
+        settings.state_dir.resolve(),
+        nats_url=settings.nats_url,
+        heartbeat_interval=settings.heartbeat_interval,
+        stop_timeout=settings.stop_timeout,
+    )
+    return {local.name: local}
+
+
+async def run(settings: ProvisionerSettings) -> None:
+    pool = await create_pool(settings.postgres_dsn)
+    await migrate(pool)
+    bus = await Bus.connect(settings.nats_url, producer=f"provisioner/{settings.instance_id}")
+    provisioner = Provisioner(ProvisionerStore(pool), build_backends(settings), bus)
+    inventory = await bus.nc.subscribe(
+        INVENTORY_SUBJECT, queue="provisioner", cb=provisioner.on_inventory_request
+    )
+    md = settings.max_deliver
+    parts: list[Part] = [
+        bus.consumer(LaunchRequested, "provisioner-launch-requested",
+                     provisioner.on_launch_requested, max_deliver=md,
+                     concurrency=settings.launch_concurrency, ack_wait=120.0),
+        bus.consumer(TerminateRequested, "provisioner-terminate-requested",
+                     provisioner.on_terminate_requested, max_deliver=md,
+                     concurrency=settings.launch_concurrency, ack_wait=120.0),
+    ]  # fmt: skip
+    try:
+        await serve(parts)
+    finally:
+        await inventory.unsubscribe()
+        await bus.close()
+        await pool.close()

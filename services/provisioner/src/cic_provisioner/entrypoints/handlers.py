@@ -1,0 +1,124 @@
+"""Event handlers of the provisioner: launch, terminate, and answer inventory requests."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Protocol
+
+from cic_common.events import (
+    Envelope,
+    Event,
+    LaunchFailed,
+    LaunchRequested,
+    NodeLaunched,
+    NodeTerminated,
+    PoisonEvent,
+    TerminateRequested,
+)
+from cic_common.lifecycle import NodeStatus
+from nats.aio.msg import Msg
+
+from cic_provisioner.adapters.store import UnknownDeployment
+from cic_provisioner.domain.compute import ComputeBackend, LaunchError
+
+__all__ = ["NodeStore", "Provisioner", "Publisher"]
+
+log = logging.getLogger(__name__)
+
+_ALREADY_UNDERWAY = frozenset({NodeStatus.INITIALIZING, NodeStatus.ACTIVE, NodeStatus.UNHEALTHY})
+
+
+class Publisher(Protocol):
+    async def publish(self, event: Event, *, msg_id: str | None = None) -> str: ...
+
+
+class NodeStore(Protocol):
+    async def admit(self, request: LaunchRequested) -> NodeStatus: ...
+
+    async def transition(
+        self, node_id: str, target: NodeStatus, reason: str = "", **fields: object
+    ) -> bool: ...
+
+
+class Provisioner:
+    """Carries out launch and terminate commands on the backend each node names.
+
+    Both handlers are idempotent by node id, so a redelivered or duplicated command has
+    one effect: the backend's own idempotency covers a crash between its call and the
+    database update.
+    """
+
+    def __init__(
+        self, store: NodeStore, backends: Mapping[str, ComputeBackend], bus: Publisher
+    ) -> None:
+        self._store = store
+        self._backends = backends
+        self._bus = bus
+
+    async def on_launch_requested(self, event: LaunchRequested, envelope: Envelope) -> None:
+        backend = self._backends.get(event.spec.backend)
+        if backend is None:
+            known = ", ".join(sorted(self._backends))
+            raise PoisonEvent(
+                f"unknown backend {event.spec.backend!r} (this provisioner has {known})"
+            )
+        try:
+            status = await self._store.admit(event)
+        except UnknownDeployment as exc:
+            raise PoisonEvent(str(exc)) from exc
+        if status not in (NodeStatus.REQUESTED, NodeStatus.LAUNCHING, *_ALREADY_UNDERWAY):
+            log.info("launch skipped", extra={"node_id": event.node_id, "status": status.value})
+            return
+        node_id = event.node_id
+        await self._store.transition(
+            node_id, NodeStatus.LAUNCHING, "launching", backend=backend.name
+        )
+        try:
+            cluster = await backend.launch(node_id, event.spec)
+        except LaunchError as exc:
+            await self._store.transition(node_id, NodeStatus.LAUNCH_FAILED, str(exc))
+            failed = LaunchFailed(node_id=node_id, reason=str(exc), retryable=exc.retryable)
+            await self._bus.publish(failed, msg_id=f"launch-failed:{node_id}")
+            return
+        await self._store.transition(
+            node_id,
+            NodeStatus.INITIALIZING,
+            "engine starting",
+            cluster_name=cluster.name,
+            launched_at=cluster.launched_at,
+        )
+        launched = NodeLaunched(node_id=node_id, cluster_name=cluster.name, backend=backend.name)
+        await self._bus.publish(launched, msg_id=f"launched:{node_id}")
+
+    async def on_terminate_requested(self, event: TerminateRequested, envelope: Envelope) -> None:
+        for backend in self._backends.values():
+            await backend.terminate(event.node_id, graceful=event.graceful)
+        await self._store.transition(
+            event.node_id, NodeStatus.TERMINATED, event.reason, terminated_at="now"
+        )
+        gone = NodeTerminated(node_id=event.node_id, reason=event.reason)
+        await self._bus.publish(gone, msg_id=f"terminated:{event.node_id}")
+
+    async def on_inventory_request(self, msg: Msg) -> None:
+        """Core NATS request/reply: ``{"clusters": [...], "complete": bool}``."""
+        clusters: list[dict[str, str]] = []
+        complete = True
+        for backend in self._backends.values():
+            try:
+                found = await backend.inventory()
+            except Exception:
+                log.exception("inventory failed", extra={"backend": backend.name})
+                complete = False
+                continue
+            clusters += [
+                {
+                    "name": c.name,
+                    "node_id": c.node_id,
+                    "backend": c.backend,
+                    "launched_at": c.launched_at.isoformat(),
+                }
+                for c in found
+            ]
+        await msg.respond(json.dumps({"clusters": clusters, "complete": complete}).encode())
