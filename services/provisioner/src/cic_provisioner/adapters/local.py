@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cic_common.events import NodeSpec
+from cic_common.processes import alive, carries_env
 
 from cic_provisioner.domain.compute import Cluster, LaunchError, cluster_name
 
@@ -28,24 +29,6 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def _alive(pid: int) -> bool:
-    """True for a running process (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _runs_node(pid: int, node_id: str) -> bool:
-    """Guards against pid reuse: the process must carry this node's id."""
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
-    return f"CIC_NODE_ID={node_id}".encode() in environ.split(b"\0") and _alive(pid)
 
 
 class LocalBackend:
@@ -95,7 +78,7 @@ class LocalBackend:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM if graceful else signal.SIGKILL)
         deadline = asyncio.get_running_loop().time() + self._stop_timeout
-        while _alive(pid) and asyncio.get_running_loop().time() < deadline:
+        while alive(pid) and asyncio.get_running_loop().time() < deadline:
             self._reap(node_id, block=False)
             await asyncio.sleep(0.1)
         with contextlib.suppress(ProcessLookupError):
@@ -163,7 +146,7 @@ class LocalBackend:
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return cluster if _runs_node(pid, node_id) else None
+        return cluster if carries_env(pid, "CIC_NODE_ID", node_id) else None
 
     def _reap(self, node_id: str, *, block: bool = True) -> None:
         """Collect our own child's exit status so it does not linger as a zombie."""

@@ -1,0 +1,48 @@
+"""The reconcile diff: orphans, ghosts, and the grace periods that avoid false alarms."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cic_reconciler.domain.diff import KnownNode, MarkLost, SeenCluster, TerminateOrphan, diff
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+GRACE = {"orphan_grace": timedelta(minutes=10), "ghost_grace": timedelta(minutes=1)}
+
+
+def ago(minutes: float) -> datetime:
+    return NOW - timedelta(minutes=minutes)
+
+
+def cluster(node_id: str, minutes: float = 30) -> SeenCluster:
+    return SeenCluster(f"cic-local-host-cpu-od-{node_id}", node_id, ago(minutes))
+
+
+@pytest.mark.parametrize(
+    ("nodes", "clusters", "expected"),
+    [
+        pytest.param([KnownNode("a", "active", ago(30))], [cluster("a")], [], id="agree"),
+        pytest.param(
+            [], [cluster("x")], [TerminateOrphan("x", "cic-local-host-cpu-od-x")], id="orphan"
+        ),
+        pytest.param([], [cluster("x", minutes=2)], [], id="young-orphan-waits"),
+        pytest.param(
+            [KnownNode("x", "terminated", ago(30))],
+            [cluster("x")],
+            [TerminateOrphan("x", "cic-local-host-cpu-od-x")],
+            id="terminated-but-running",
+        ),
+        pytest.param([KnownNode("a", "active", ago(30))], [], [MarkLost("a")], id="ghost"),
+        pytest.param(
+            [KnownNode("a", "draining", ago(30))], [], [MarkLost("a")], id="ghost-draining"
+        ),
+        pytest.param([KnownNode("a", "initializing", ago(0.5))], [], [], id="young-node-waits"),
+        pytest.param(
+            [KnownNode("a", "launching", None)], [], [], id="launching-has-no-cluster-yet"
+        ),
+        pytest.param([KnownNode("a", "requested", None)], [], [], id="requested-has-no-cluster"),
+    ],
+)
+def test_diff(nodes: list[KnownNode], clusters: list[SeenCluster], expected: list[object]) -> None:
+    assert diff(nodes, clusters, NOW, **GRACE) == expected

@@ -1,0 +1,98 @@
+"""Replica planning: a table of deployments and nodes in, decisions out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cic_common.events import NodeSpec
+from cic_common.lifecycle import NodeStatus
+from cic_scheduler.domain.planning import (
+    DeploymentView,
+    DrainNode,
+    LaunchReplica,
+    NodeView,
+    RequestTerminate,
+    ResendLaunch,
+    plan,
+)
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+SPEC = NodeSpec(model="m")
+
+
+def deployment(replicas: int, *, deleted: bool = False) -> DeploymentView:
+    return DeploymentView(id="d1", generation=1, replicas=replicas, deleted=deleted, spec=SPEC)
+
+
+def node(
+    node_id: str, status: NodeStatus, *, age: float = 60, sent_ago: float | None = 1
+) -> NodeView:
+    at = NOW - timedelta(seconds=age)
+    sent = None if sent_ago is None else NOW - timedelta(seconds=sent_ago)
+    return NodeView(node_id, status, requested_at=at, updated_at=at, command_sent_at=sent)
+
+
+S = NodeStatus
+
+
+@pytest.mark.parametrize(
+    ("replicas", "nodes", "expected"),
+    [
+        pytest.param(2, [], [LaunchReplica("d1", 1, SPEC)] * 2, id="empty-launches-all"),
+        pytest.param(1, [node("a", S.ACTIVE)], [], id="at-strength-does-nothing"),
+        pytest.param(
+            1,
+            [node("a", S.LOST), node("b", S.TERMINATED)],
+            [LaunchReplica("d1", 1, SPEC)],
+            id="gone-nodes-do-not-count",
+        ),
+        pytest.param(
+            1,
+            [node("a", S.DRAINING, sent_ago=1)],
+            [LaunchReplica("d1", 1, SPEC)],
+            id="draining-node-is-replaced-at-once",
+        ),
+        pytest.param(
+            1,
+            [node("a", S.ACTIVE, age=100), node("b", S.ACTIVE, age=10)],
+            [DrainNode("b", "scaled down")],
+            id="scale-down-drains-newest",
+        ),
+        pytest.param(
+            1,
+            [node("a", S.ACTIVE), node("b", S.REQUESTED)],
+            [DrainNode("b", "scaled down")],
+            id="scale-down-drains-unlaunched-first",
+        ),
+        pytest.param(
+            1,
+            [node("a", S.REQUESTED, sent_ago=31)],
+            [ResendLaunch("a")],
+            id="unanswered-launch-is-resent",
+        ),
+        pytest.param(1, [node("a", S.REQUESTED, sent_ago=5)], [], id="recent-launch-waits"),
+        pytest.param(
+            0,
+            [node("a", S.DEAD, sent_ago=None)],
+            [RequestTerminate("a", False)],
+            id="dead-node-is-terminated-forcefully",
+        ),
+    ],
+)
+def test_plan(replicas: int, nodes: list[NodeView], expected: list[object]) -> None:
+    assert plan(deployment(replicas), nodes, NOW) == expected
+
+
+def test_deleted_deployment_drains_every_live_node() -> None:
+    nodes = [node("a", S.ACTIVE), node("b", S.INITIALIZING)]
+    decisions = plan(deployment(3, deleted=True), nodes, NOW)
+    assert sorted(d.node_id for d in decisions if isinstance(d, DrainNode)) == ["a", "b"]
+    assert not [d for d in decisions if isinstance(d, LaunchReplica)]
+
+
+def test_terminate_is_resent_only_when_due() -> None:
+    fresh = plan(deployment(0), [node("a", S.DRAINING, age=60, sent_ago=1)], NOW)
+    stale = plan(deployment(0), [node("a", S.DRAINING, age=60, sent_ago=40)], NOW)
+    assert fresh == []
+    assert stale == [RequestTerminate("a", True)]
