@@ -47,6 +47,16 @@ class DeploymentStore:
         )
         return dict(row)
 
+    async def serves(self, model: str) -> bool:
+        """True when a live deployment of ``model`` wants replicas (so a request that
+        finds none ready should come back later rather than give up)."""
+        found = await self._pool.fetchval(
+            "SELECT true FROM deployments WHERE model = $1 AND deleted_at IS NULL"
+            " AND replicas > 0 LIMIT 1",
+            model,
+        )
+        return bool(found)
+
     async def get(self, dep_id: str) -> dict[str, Any] | None:
         row = await self._pool.fetchrow(
             f"SELECT {_DEPLOYMENT_COLUMNS} FROM deployments WHERE id = $1", dep_id

@@ -79,7 +79,7 @@ async def _proxy(request: Request, key: ApiKey, path: str) -> Response:
     state = request.app.state
     replicas = await state.replicas.replicas(model)
     if not replicas:
-        if model in await state.replicas.models():
+        if await state.deployments.serves(model):
             raise ApiError(503, f"no replica of {model!r} is ready", retry_after=5)
         raise ApiError(404, f"the model {model!r} does not exist", code="model_not_found")
     tried: set[str] = set()

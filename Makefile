@@ -1,0 +1,39 @@
+# The two commands of the README, and a few more. Each installs what it needs.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+UV_RUN := uv run --frozen --no-sync
+
+.PHONY: up down status test test-fast lint format bench install
+
+install:
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv \
+		|| python3 -m pip install --quiet --user --break-system-packages uv \
+		|| python3 -m pip install --quiet uv
+	@uv sync --frozen --quiet
+
+## make up: NATS, PostgreSQL and Redis (embedded where none is reachable), the
+## control plane, local nodes and a demo deployment; prints a curl to try.
+up: install
+	@$(UV_RUN) cic-local up
+
+down: install
+	@$(UV_RUN) cic-local down
+
+status: install
+	@$(UV_RUN) cic-local status
+
+## make test: every test, the end-to-end one included, on real NATS/PostgreSQL/Redis.
+test: install
+	@$(UV_RUN) pytest
+
+test-fast: install
+	@$(UV_RUN) pytest tests/unit
+
+lint: install
+	@$(UV_RUN) ruff check .
+	@$(UV_RUN) ruff format --check .
+	@$(UV_RUN) mypy
+
+format: install
+	@$(UV_RUN) ruff check --fix .
+	@$(UV_RUN) ruff format .

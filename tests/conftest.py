@@ -1,0 +1,92 @@
+"""Real infrastructure for the integration and end-to-end tests.
+
+NATS is private to the test session (a throwaway JetStream server), PostgreSQL gets a
+database of its own, and Redis a database index of its own; where no PostgreSQL or
+Redis is reachable, embedded ones are started and stopped again at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cic_common.bus import Bus
+from cic_common.streams import STREAMS
+from cic_local.infra import (
+    PrivateNats,
+    create_database,
+    drop_database,
+    ensure_infra,
+    free_port,
+    stop_infra,
+)
+
+TEST_REDIS_DB = 13
+"""Tests never touch the Redis database a local platform uses (0)."""
+
+
+@dataclass(frozen=True)
+class Servers:
+    nats_url: str
+    postgres_url: str
+    redis_url: str
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    state = tmp_path_factory.mktemp("infra")
+    nats = PrivateNats(state / "nats")
+    nats.start()
+    try:
+        infra = ensure_infra(
+            state,
+            nats_url=nats.url,
+            postgres_url=os.environ.get(
+                "CIC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432"
+            ),
+            redis_url=os.environ.get("CIC_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
+        )
+        redis_url = f"{infra.redis_url.rstrip('/')}/{TEST_REDIS_DB}"
+        yield Servers(nats.url, infra.postgres_url, redis_url)
+    finally:
+        stop_infra(state)
+        nats.stop()
+
+
+@pytest.fixture(scope="session")
+async def database(servers: Servers) -> AsyncIterator[str]:
+    """A fresh database for the session; its DSN."""
+    name = f"cic_test_{secrets.token_hex(4)}"
+    dsn = await create_database(servers.postgres_url, name)
+    try:
+        yield dsn
+    finally:
+        await drop_database(servers.postgres_url, name)
+
+
+@pytest.fixture
+def gateway_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "state"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+async def bus(servers: Servers) -> AsyncIterator[Bus]:
+    """A bus on streams emptied of what earlier tests left."""
+    bus = await Bus.connect(servers.nats_url, producer="test")
+    for spec in STREAMS:
+        await bus.js.purge_stream(spec.name)
+        for info in await bus.js.consumers_info(spec.name):
+            await bus.js.delete_consumer(spec.name, info.name)
+    yield bus
+    await bus.close()

@@ -1,0 +1,144 @@
+"""One deployment served end to end: every service as its own process, on real NATS,
+PostgreSQL and Redis, spoken to with the official ``openai`` client."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from cic_common.bus import Bus
+from cic_common.processes import carries_env
+from cic_gateway.domain.keys import generate_key
+from cic_local.platform import Platform, stop_nodes
+from conftest import Servers
+from support import eventually
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "e2e-model"
+
+
+@dataclass(frozen=True)
+class Running:
+    platform: Platform
+    admin: httpx.AsyncClient
+    base_url: str
+
+
+@pytest.fixture
+async def running(
+    servers: Servers, database: str, state_dir: Path, gateway_port: int, bus: Bus
+) -> AsyncIterator[Running]:
+    admin_key, _ = generate_key()
+    platform = Platform(
+        state_dir,
+        {
+            "CIC_NATS_URL": servers.nats_url,
+            "CIC_POSTGRES_DSN": database,
+            "CIC_REDIS_URL": servers.redis_url,
+            "CIC_ADMIN_KEY": admin_key,
+            "CIC_PORT": str(gateway_port),
+            "CIC_LOG_LEVEL": "DEBUG",
+        },
+    )
+    base_url = f"http://127.0.0.1:{gateway_port}"
+    platform.start()
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    try:
+        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as admin:
+
+            async def gateway_up() -> bool:
+                try:
+                    return (await admin.get("/healthz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(gateway_up)
+            yield Running(platform, admin, base_url)
+    finally:
+        platform.stop()
+        stop_nodes(state_dir)
+        for name in platform.running():
+            print(f"--- {name}\n{platform.log_tail(name, 40)}")
+
+
+def processes_of(node_id: str) -> list[int]:
+    """Every process on this host started for ``node_id`` (its agent and its engine)."""
+    pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    return [pid for pid in pids if carries_env(pid, "CIC_NODE_ID", node_id)]
+
+
+async def test_a_deployment_is_served_end_to_end_and_deleted_without_leftovers(
+    running: Running, bus: Bus
+) -> None:
+    admin = running.admin
+    # 1. The admin creates a deployment; deployment-changed goes out.
+    created = await admin.post("/admin/deployments", json={"model": MODEL, "replicas": 2})
+    assert created.status_code == 201, created.text
+    deployment = created.json()
+    changed = await bus.js.stream_info(
+        "CIC_EVENTS", subjects_filter=f"cic.deployment-changed.{deployment['id']}"
+    )
+    assert changed.state.messages == 1
+
+    # 2-4. The scheduler requests two nodes, the provisioner starts them, health routes them.
+    async def active_nodes() -> list[dict[str, object]]:
+        listed = await admin.get("/admin/nodes", params={"deployment_id": deployment["id"]})
+        nodes = listed.json()["data"]
+        return nodes if len([n for n in nodes if n["status"] == "active"]) == 2 else []
+
+    nodes = await eventually(active_nodes, within=120)
+    node_ids = [str(n["id"]) for n in nodes]
+    launches = await bus.js.stream_info("CIC_EVENTS", subjects_filter="cic.launch-requested.>")
+    assert launches.state.messages == 2
+    for node_id in node_ids:
+        assert processes_of(node_id), f"no process runs for {node_id}"
+
+    # 5. A user key and the official client, streamed and not.
+    key = await admin.post("/admin/keys", json={"name": "e2e user"})
+    assert key.status_code == 201
+    client = openai.AsyncOpenAI(base_url=f"{running.base_url}/v1", api_key=key.json()["key"])
+    messages: list[openai.types.chat.ChatCompletionMessageParam] = [
+        {"role": "user", "content": "Tell me about spot GPUs"}
+    ]
+    models = await client.models.list()
+    assert MODEL in [m.id for m in models.data]
+
+    answer = await client.chat.completions.create(model=MODEL, messages=messages, max_tokens=8)
+    assert answer.model == MODEL
+    assert answer.usage is not None
+    assert answer.usage.completion_tokens == 8
+    content = answer.choices[0].message.content
+    assert content
+
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=8, stream=True
+    )
+    pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+    assert len(pieces) > 2
+    assert "".join(pieces) == content
+
+    with pytest.raises(openai.NotFoundError):
+        await client.chat.completions.create(model="no-such-model", messages=messages)
+    await client.close()
+
+    # 6. Deleting the deployment drains and terminates every node; no process is left.
+    deleted = await admin.delete(f"/admin/deployments/{deployment['id']}")
+    assert deleted.status_code == 202
+
+    async def all_terminated() -> bool:
+        listed = await admin.get("/admin/nodes", params={"deployment_id": deployment["id"]})
+        return all(n["status"] == "terminated" for n in listed.json()["data"])
+
+    await eventually(all_terminated, within=60)
+    for node_id in node_ids:
+        assert processes_of(node_id) == []
+    terminated = await bus.js.stream_info("CIC_EVENTS", subjects_filter="cic.node-terminated.>")
+    assert terminated.state.messages == 2
+    assert json.loads((await admin.get("/v1/models")).text)["data"] == []

@@ -1,0 +1,51 @@
+"""Helpers shared by the integration and end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from cic_common.bus import Bus
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+T = TypeVar("T")
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], *, within: float = 60.0, every: float = 0.1
+) -> T:
+    """The first truthy result of ``check``; fails the test after ``within`` seconds.
+
+    ``within`` is a guard against hanging, not a performance assertion: it is set far
+    above what any healthy run needs.
+    """
+    last: T | None = None
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                last = await check()
+                if last:
+                    return last
+                await asyncio.sleep(every)
+    except TimeoutError:
+        raise AssertionError(f"condition not met within {within} s; last value {last!r}") from None
+
+
+async def dead_letters(bus: Bus, subject: str) -> list[tuple[bytes, dict[str, str]]]:
+    """Everything on ``dlq.<subject>`` so far."""
+    sub = await bus.js.subscribe(
+        f"dlq.{subject}",
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+    )
+    found = []
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=0.5)
+            found.append((msg.data, dict(msg.headers or {})))
+    except TimeoutError:
+        pass
+    finally:
+        await sub.unsubscribe()
+    return found
