@@ -53,7 +53,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         redis_url = f"{infra.redis_url.rstrip('/')}/{TEST_REDIS_DB}"
         yield Servers(nats.url, infra.postgres_url, redis_url)
     finally:
-        stop_infra(state)
+        stop_infra(state, purge=True)
         nats.stop()
 
 

@@ -36,18 +36,26 @@ async def wait_for_gateway(client: httpx.AsyncClient, within: float) -> None:
             await asyncio.sleep(0.2)
 
 
+def _read_key(path: Path) -> str | None:
+    return path.read_text().strip() if path.exists() else None
+
+
+def _save_key(path: Path, key: str) -> None:
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+
+
 async def _user_key(client: httpx.AsyncClient, admin: dict[str, str], path: Path) -> str:
     """The demo user's key: reused from ``path`` while it still works, else a new one."""
-    if path.exists():
-        key = path.read_text().strip()
+    key = _read_key(path)
+    if key is not None:
         probe = await client.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
         if probe.status_code == 200:
             return key
     created = await client.post("/admin/keys", json={"name": "demo user"}, headers=admin)
     created.raise_for_status()
     key = str(created.json()["key"])
-    path.write_text(key + "\n")
-    path.chmod(0o600)
+    _save_key(path, key)
     return key
 
 

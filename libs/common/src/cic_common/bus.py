@@ -11,7 +11,6 @@ from typing import Generic, TypeVar
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from cic_common.events import Envelope, Event, PoisonEvent, decode, encode
@@ -144,7 +143,7 @@ class Consumer(Generic[E]):
             while not self._stopping.is_set():
                 try:
                     msgs = await sub.fetch(self._concurrency, timeout=1.0)
-                except NatsTimeout:
+                except TimeoutError:  # nats-py raises its own or asyncio's; both are this
                     continue
                 except Exception:
                     if self._stopping.is_set():

@@ -1,0 +1,1 @@
+"""A vLLM-compatible simulator engine: the same OpenAI endpoints, streams and metrics."""
