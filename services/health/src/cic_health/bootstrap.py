@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from cic_common.bus import Bus
 from cic_common.db import create_pool, migrate
-from cic_common.events import Heartbeat, NodeDraining, NodeReady
+from cic_common.events import Heartbeat, NodeDraining, NodeLost, NodeReady, NodeTerminated
 from cic_common.leases import RedisLease
 from cic_common.loops import Loop
 from cic_common.replicas import ReplicaTable
@@ -41,8 +41,10 @@ async def run(settings: HealthSettings) -> None:
         bus.consumer(NodeReady, "health-node-ready", monitor.on_node_ready, max_deliver=md),
         bus.consumer(Heartbeat, "health-heartbeat", monitor.on_heartbeat, max_deliver=md,
                      concurrency=16, deliver_new=True),
-        bus.consumer(NodeDraining, "health-node-draining", monitor.on_node_draining,
+        bus.consumer(NodeDraining, "health-node-draining", monitor.on_node_gone, max_deliver=md),
+        bus.consumer(NodeTerminated, "health-node-terminated", monitor.on_node_gone,
                      max_deliver=md),
+        bus.consumer(NodeLost, "health-node-lost", monitor.on_node_gone, max_deliver=md),
         loop,
     ]  # fmt: skip
     try:

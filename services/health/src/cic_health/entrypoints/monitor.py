@@ -6,7 +6,15 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from cic_common.events import Envelope, Heartbeat, NodeDraining, NodeReady, PoisonEvent
+from cic_common.events import (
+    Envelope,
+    Heartbeat,
+    NodeDraining,
+    NodeLost,
+    NodeReady,
+    NodeTerminated,
+    PoisonEvent,
+)
 from cic_common.lifecycle import NodeStatus
 from cic_common.replicas import Replica, ReplicaTable
 
@@ -64,7 +72,10 @@ class HealthMonitor:
     async def on_heartbeat(self, event: Heartbeat, envelope: Envelope) -> None:
         await self._heartbeats.record(event, self._clock())
 
-    async def on_node_draining(self, event: NodeDraining, envelope: Envelope) -> None:
+    async def on_node_gone(
+        self, event: NodeDraining | NodeTerminated | NodeLost, envelope: Envelope
+    ) -> None:
+        """Draining, terminated or lost: rewrite the table now, not at the next tick."""
         self._wake()
 
     async def due(self) -> list[datetime]:
