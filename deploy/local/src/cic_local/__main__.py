@@ -18,7 +18,7 @@ from cic_gateway.domain.keys import generate_key
 
 from cic_local.demo import prepare_demo
 from cic_local.infra import create_database, ensure_infra, stop_infra
-from cic_local.platform import Platform, stop_nodes
+from cic_local.platform import Platform, stop_nodes, terminate_nodes
 
 DATABASE = "cic"
 
@@ -62,6 +62,7 @@ def up(args: argparse.Namespace) -> int:
         },
     )
     platform.start()
+    (state_dir / "nats.url").write_text(infra.nats_url)
     try:
         demo = asyncio.run(prepare_demo(gateway_url, admin_key, state_dir, replicas=args.replicas))
     except TimeoutError:
@@ -94,7 +95,15 @@ Admin key: {state_dir}/admin.key   Logs: {state_dir}/logs/   Stop: make down"""
 
 def down(args: argparse.Namespace) -> int:
     state_dir = _state_dir()
-    services = Platform(state_dir, {}).stop()
+    platform = Platform(state_dir, {})
+    # The scheduler goes first, or it would replace the nodes stopped below.
+    services = platform.stop(only={"gateway", "scheduler", "reconciler"})
+    if platform.pid("provisioner") is not None and (state_dir / "nats.url").exists():
+        # Through the provisioner, so our records say terminated and the next `up`
+        # starts from the truth instead of routing to nodes that are gone.
+        nats_url = (state_dir / "nats.url").read_text().strip()
+        asyncio.run(terminate_nodes(nats_url, state_dir))
+    services += platform.stop()
     nodes = stop_nodes(state_dir)
     infra = stop_infra(state_dir)
     print(f"stopped services: {services or 'none'}; nodes: {nodes or 'none'}; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -9,12 +10,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cic_common.bus import Bus
+from cic_common.events import TerminateRequested
 from cic_common.processes import alive, carries_env
 
-__all__ = ["SERVICES", "Platform", "ServiceSpec", "local_tuning", "stop_nodes"]
+__all__ = [
+    "SERVICES",
+    "Platform",
+    "ServiceSpec",
+    "local_tuning",
+    "stop_nodes",
+    "terminate_nodes",
+]
 
 
 @dataclass(frozen=True)
@@ -120,17 +131,37 @@ class Platform:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def stop(self, timeout: float = 15.0) -> list[str]:
-        """Stop every service (the gateway first, so no new work arrives); the names
-        of those that were running."""
+    def stop(self, timeout: float = 15.0, only: Collection[str] | None = None) -> list[str]:
+        """Stop every service, or ``only`` those (the gateway first, so no new work
+        arrives); the names of those that were running."""
         stopped = []
         for spec in reversed(self._services):
+            if only is not None and spec.name not in only:
+                continue
             pid = self.pid(spec.name)
             if pid is not None:
                 _stop_group(pid, timeout)
                 stopped.append(spec.name)
             (self._pids / f"{spec.name}.pid").unlink(missing_ok=True)
         return stopped
+
+
+def _node_ids(state_dir: Path) -> list[str]:
+    return sorted(m.parent.name for m in (state_dir / "nodes").glob("*/meta.json"))
+
+
+async def terminate_nodes(nats_url: str, state_dir: Path, within: float = 30.0) -> None:
+    """Ask the provisioner to terminate every local node, and wait until it has."""
+    bus = await Bus.connect(nats_url, producer="cic-local", declare=False)
+    try:
+        for node_id in _node_ids(state_dir):
+            await bus.publish(TerminateRequested(node_id=node_id, reason="platform down"))
+        for _ in range(int(within / 0.1)):
+            if not _node_ids(state_dir):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await bus.close()
 
 
 def stop_nodes(state_dir: Path, timeout: float = 15.0) -> list[str]:
