@@ -1,0 +1,94 @@
+"""Events per second through the CIC consumer against a bare nats-py pull consumer.
+
+Both read the same N events from a private JetStream server in the same run; the table
+gives each rate and its ratio to the bare baseline (machines here are noisy: compare
+ratios, not rates). Run: ``uv run python bench/bus_throughput.py [N]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cic_common.bus import Bus
+from cic_common.events import Envelope, TerminateRequested, decode
+from cic_common.streams import STREAMS
+from cic_local.infra import PrivateNats
+from nats.js.api import AckPolicy, ConsumerConfig
+
+
+async def fill(bus: Bus, count: int) -> None:
+    for spec in STREAMS:
+        await bus.js.purge_stream(spec.name)
+    await asyncio.gather(*(bus.publish(TerminateRequested(node_id=f"n{i}")) for i in range(count)))
+
+
+async def bare(bus: Bus, count: int, batch: int) -> float:
+    """Baseline: fetch a batch, decode each event, ack it."""
+    name = f"bare{batch}"
+    config = ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT,
+                            filter_subject="cic.terminate-requested.>")  # fmt: skip
+    await bus.js.add_consumer("CIC_EVENTS", config)
+    sub = await bus.js.pull_subscribe_bind(name, stream="CIC_EVENTS")
+    started, seen = time.perf_counter(), 0
+    while seen < count:
+        for msg in await sub.fetch(batch, timeout=5):
+            decode(msg.data, TerminateRequested)
+            await msg.ack()
+            seen += 1
+    elapsed = time.perf_counter() - started
+    await sub.unsubscribe()
+    return count / elapsed
+
+
+async def cic(bus: Bus, count: int, concurrency: int) -> float:
+    done = asyncio.Event()
+    seen = 0
+
+    async def handler(event: TerminateRequested, envelope: Envelope) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == count:
+            done.set()
+
+    consumer = bus.consumer(TerminateRequested, f"cic{concurrency}", handler,
+                            concurrency=concurrency)  # fmt: skip
+    started = time.perf_counter()
+    task = asyncio.create_task(consumer.run())
+    await done.wait()
+    elapsed = time.perf_counter() - started
+    consumer.stop()
+    await task
+    return count / elapsed
+
+
+async def main(count: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        server = PrivateNats(Path(tmp))
+        server.start()
+        try:
+            bus = await Bus.connect(server.url, producer="bench")
+            rows = []
+            for label, run in (
+                ("bare pull, batch 16", lambda: bare(bus, count, 16)),
+                ("cic consumer, concurrency 1", lambda: cic(bus, count, 1)),
+                ("cic consumer, concurrency 16", lambda: cic(bus, count, 16)),
+            ):
+                await fill(bus, count)
+                rows.append((label, await run()))
+            await bus.close()
+        finally:
+            server.stop()
+    base = rows[0][1]
+    print(f"{count} events, decode + handle + ack each\n")
+    print(f"| {'consumer':30} | {'events/s':>9} | {'vs bare':>7} |")
+    print(f"|{'-' * 32}|{'-' * 11}|{'-' * 9}|")
+    for label, rate in rows:
+        print(f"| {label:30} | {rate:9.0f} | {rate / base:7.2f} |")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 3000))
