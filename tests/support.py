@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from cic_common.bus import Bus
+from cic_common.events import Envelope, Event, decode, encode
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 T = TypeVar("T")
@@ -49,3 +50,9 @@ async def dead_letters(bus: Bus, subject: str) -> list[tuple[bytes, dict[str, st
     finally:
         await sub.unsubscribe()
     return found
+
+
+def envelope_for(event: Event) -> Envelope:
+    """The envelope ``event`` would travel in, for calling a handler directly."""
+    envelope, _ = decode(encode(event, producer="test")[1], type(event))
+    return envelope

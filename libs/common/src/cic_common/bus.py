@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import nats
 from nats.aio.client import Client
@@ -17,11 +17,17 @@ from cic_common.events import Envelope, Event, PoisonEvent, decode, encode
 from cic_common.streams import dlq_subject, ensure_streams, stream_for
 from cic_common.telemetry import extract_context, inject_headers, tracer
 
-__all__ = ["Bus", "Consumer", "Handler", "nak_delay"]
+__all__ = ["Bus", "Consumer", "Handler", "Publisher", "nak_delay"]
 
 log = logging.getLogger(__name__)
 E = TypeVar("E", bound=Event)
 Handler = Callable[[E, Envelope], Awaitable[None]]
+
+
+class Publisher(Protocol):
+    """What handlers need of the bus; tests pass an in-memory one."""
+
+    async def publish(self, event: Event, *, msg_id: str | None = None) -> str: ...
 
 
 def nak_delay(delivered: int) -> float:

@@ -5,22 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Literal, Protocol
+from typing import Literal
 
-from cic_common.events import Event, Heartbeat, NodeReady
+from cic_common.bus import Publisher
+from cic_common.events import Heartbeat, NodeReady
 from cic_common.loops import Loop
 
 from cic_node_agent.adapters.engine import EngineExited, EngineProcess
 
-__all__ = ["NodeAgent", "Publisher"]
+__all__ = ["NodeAgent"]
 
 log = logging.getLogger(__name__)
 
 EngineState = Literal["starting", "ready", "restarting", "failed", "stopping"]
-
-
-class Publisher(Protocol):
-    async def publish(self, event: Event, *, msg_id: str | None = None) -> str: ...
 
 
 class NodeAgent:

@@ -7,9 +7,9 @@ import logging
 from collections.abc import Mapping
 from typing import Protocol
 
+from cic_common.bus import Publisher
 from cic_common.events import (
     Envelope,
-    Event,
     LaunchFailed,
     LaunchRequested,
     NodeLaunched,
@@ -23,15 +23,11 @@ from nats.aio.msg import Msg
 from cic_provisioner.adapters.store import UnknownDeployment
 from cic_provisioner.domain.compute import ComputeBackend, LaunchError
 
-__all__ = ["NodeStore", "Provisioner", "Publisher"]
+__all__ = ["NodeStore", "Provisioner"]
 
 log = logging.getLogger(__name__)
 
 _ALREADY_UNDERWAY = frozenset({NodeStatus.INITIALIZING, NodeStatus.ACTIVE, NodeStatus.UNHEALTHY})
-
-
-class Publisher(Protocol):
-    async def publish(self, event: Event, *, msg_id: str | None = None) -> str: ...
 
 
 class NodeStore(Protocol):

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from cic_common.events import Event, NodeLost, TerminateRequested
+from cic_common.bus import Publisher
+from cic_common.events import NodeLost, TerminateRequested
 from cic_common.lifecycle import NodeStatus
 
 from cic_reconciler.domain.diff import KnownNode, MarkLost, SeenCluster, TerminateOrphan, diff
@@ -28,10 +29,6 @@ class Store(Protocol):
     async def transition(
         self, node_id: str, target: NodeStatus, reason: str = "", **fields: object
     ) -> bool: ...
-
-
-class Publisher(Protocol):
-    async def publish(self, event: Event, *, msg_id: str | None = None) -> str: ...
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from cic_common.bus import Bus
+from cic_common.bus import Publisher
 from cic_common.events import (
     DeploymentChanged,
     Envelope,
@@ -35,7 +35,7 @@ class Scheduler:
     """
 
     def __init__(
-        self, store: SchedulerStore, nodes: NodeRepository, bus: Bus, resend_after: float
+        self, store: SchedulerStore, nodes: NodeRepository, bus: Publisher, resend_after: float
     ) -> None:
         self._store = store
         self._nodes = nodes
