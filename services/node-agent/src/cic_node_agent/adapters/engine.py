@@ -69,6 +69,10 @@ class EngineProcess:
         return await self._proc.wait()
 
     @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def returncode(self) -> int | None:
         return None if self._proc is None else self._proc.returncode
 
