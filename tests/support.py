@@ -56,3 +56,9 @@ def envelope_for(event: Event) -> Envelope:
     """The envelope ``event`` would travel in, for calling a handler directly."""
     envelope, _ = decode(encode(event, producer="test")[1], type(event))
     return envelope
+
+
+async def published(bus: Bus, subjects: str) -> int:
+    """How many messages matching ``subjects`` the events stream holds."""
+    info = await bus.js.stream_info("CIC_EVENTS", subjects_filter=subjects)
+    return sum((info.state.subjects or {}).values())

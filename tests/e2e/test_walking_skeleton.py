@@ -16,7 +16,7 @@ from cic_common.processes import carries_env
 from cic_gateway.domain.keys import generate_key
 from cic_local.platform import Platform, stop_nodes
 from conftest import Servers
-from support import eventually
+from support import eventually, published
 
 pytestmark = pytest.mark.e2e
 
@@ -65,12 +65,6 @@ async def running(
         stop_nodes(state_dir)
         for name in platform.running():
             print(f"--- {name}\n{platform.log_tail(name, 40)}")
-
-
-async def published(bus: Bus, subjects: str) -> int:
-    """How many messages matching ``subjects`` the events stream holds."""
-    info = await bus.js.stream_info("CIC_EVENTS", subjects_filter=subjects)
-    return sum((info.state.subjects or {}).values())
 
 
 def processes_of(node_id: str) -> list[int]:
