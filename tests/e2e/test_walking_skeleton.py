@@ -132,6 +132,8 @@ async def test_a_deployment_is_served_end_to_end_and_deleted_without_leftovers(
         return all(n["status"] == "terminated" for n in listed.json()["data"])
 
     await eventually(all_terminated, within=60)
+    log = (await admin.get(f"/admin/nodes/{node_ids[0]}/events")).json()["data"]
+    assert [e["type"] for e in log] == ["launch-requested", "node-ready", "terminate-requested"]
     for node_id in node_ids:
         assert processes_of(node_id) == []
     assert await published(bus, "cic.node-terminated.>") == 2

@@ -30,6 +30,7 @@ class FakeStore:
     def __init__(self, deployments: set[str]) -> None:
         self.deployments = deployments
         self.status: dict[str, NodeStatus] = {}
+        self.events: dict[str, str] = {}
 
     async def admit(self, request: LaunchRequested) -> NodeStatus:
         if request.node_id not in self.status:
@@ -45,6 +46,9 @@ class FakeStore:
             return False
         self.status[node_id] = target
         return True
+
+    async def record_event(self, envelope: Envelope, node_id: str) -> bool:
+        return self.events.setdefault(envelope.event_id, node_id) == node_id
 
 
 class FakeBackend:

@@ -91,6 +91,15 @@ class DeploymentStore:
         )
         return dict(row) if row else None
 
+    async def node_events(self, node_id: str) -> list[dict[str, Any]]:
+        """The recorded commands and facts about one node, oldest first."""
+        rows = await self._pool.fetch(
+            "SELECT event_id, type, occurred_at, recorded_at, payload FROM node_events"
+            " WHERE node_id = $1 ORDER BY occurred_at, recorded_at",
+            node_id,
+        )
+        return [dict(r) for r in rows]
+
     async def nodes(self, dep_id: str | None) -> list[dict[str, Any]]:
         rows = await self._pool.fetch(
             "SELECT id, deployment_id, status, status_reason, backend, cluster_name, endpoint,"

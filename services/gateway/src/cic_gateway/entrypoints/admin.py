@@ -84,6 +84,12 @@ async def list_nodes(request: Request, deployment_id: str | None = None) -> dict
     return {"data": await request.app.state.deployments.nodes(deployment_id)}
 
 
+@router.get("/nodes/{node_id}/events")
+async def node_events(node_id: str, request: Request) -> dict[str, Any]:
+    """What was asked of the node and what it reported, from the node event log."""
+    return {"data": await request.app.state.deployments.node_events(node_id)}
+
+
 @router.post("/keys", status_code=201)
 async def create_key(body: KeyCreate, request: Request) -> dict[str, Any]:
     """The key itself is in the answer and nowhere else: store it now."""

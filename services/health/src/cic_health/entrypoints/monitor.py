@@ -62,6 +62,7 @@ class HealthMonitor:
         node = await self._store.get(event.node_id)
         if node is None:
             raise PoisonEvent(f"node-ready for unknown node {event.node_id!r}")
+        await self._store.record_event(envelope, event.node_id)
         moved = await self._store.transition(
             event.node_id, NodeStatus.ACTIVE, "engine ready", endpoint=event.endpoint,
             ready_at="now",

@@ -37,6 +37,8 @@ class NodeStore(Protocol):
         self, node_id: str, target: NodeStatus, reason: str = "", **fields: object
     ) -> bool: ...
 
+    async def record_event(self, envelope: Envelope, node_id: str) -> bool: ...
+
 
 class Provisioner:
     """Carries out launch and terminate commands on the backend each node names.
@@ -64,6 +66,7 @@ class Provisioner:
             status = await self._store.admit(event)
         except UnknownDeployment as exc:
             raise PoisonEvent(str(exc)) from exc
+        await self._store.record_event(envelope, event.node_id)
         if status not in (NodeStatus.REQUESTED, NodeStatus.LAUNCHING, *_ALREADY_UNDERWAY):
             log.info("launch skipped", extra={"node_id": event.node_id, "status": status.value})
             return
@@ -89,6 +92,7 @@ class Provisioner:
         await self._bus.publish(launched, msg_id=f"launched:{node_id}")
 
     async def on_terminate_requested(self, event: TerminateRequested, envelope: Envelope) -> None:
+        await self._store.record_event(envelope, event.node_id)
         for backend in self._backends.values():
             await backend.terminate(event.node_id, graceful=event.graceful)
         await self._store.transition(

@@ -66,8 +66,9 @@ class Scheduler:
         if deployment_id is not None:
             await self.reconcile(deployment_id)
 
-    async def on_termination_warning(self, event: TerminationWarning, _: Envelope) -> None:
+    async def on_termination_warning(self, event: TerminationWarning, envelope: Envelope) -> None:
         """Stop routing to the warned node and replace it before it dies."""
+        await self._nodes.record_event(envelope, event.node_id)
         reason = f"termination warning from {event.source}, deadline {event.deadline.isoformat()}"
         if await self._nodes.transition(event.node_id, NodeStatus.DRAINING, reason):
             await self._bus.publish(NodeDraining(node_id=event.node_id, reason=reason))
