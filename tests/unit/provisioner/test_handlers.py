@@ -50,6 +50,9 @@ class FakeStore:
     async def record_event(self, envelope: Envelope, node_id: str) -> bool:
         return self.events.setdefault(envelope.event_id, node_id) == node_id
 
+    async def node_secret_for_launch(self, node_id: str) -> str:
+        return f"secret-of-{node_id}"
+
 
 class FakeBackend:
     name = "local"
@@ -59,7 +62,7 @@ class FakeBackend:
         self.running: dict[str, Cluster] = {}
         self.launches = 0
 
-    async def launch(self, node_id: str, spec: NodeSpec) -> Cluster:
+    async def launch(self, node_id: str, spec: NodeSpec, secret: str) -> Cluster:
         if self.fail:
             raise LaunchError("no capacity", retryable=True)
         if node_id not in self.running:

@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from cic_common.events import Envelope, Event, PoisonEvent, decode, encode
+from cic_common.signing import SIGNATURE_HEADER, signature_header
 from cic_common.streams import dlq_subject, ensure_streams, stream_for
 from cic_common.telemetry import extract_context, inject_headers, tracer
 
@@ -22,6 +23,9 @@ __all__ = ["Bus", "Consumer", "Handler", "Publisher", "nak_delay"]
 log = logging.getLogger(__name__)
 E = TypeVar("E", bound=Event)
 Handler = Callable[[E, Envelope], Awaitable[None]]
+Authenticator = Callable[[str, bytes, dict[str, str], Event], Awaitable[None]]
+"""Checks who sent an event (subject, body, headers, decoded event); raises
+``PoisonEvent`` to refuse it."""
 
 
 class Publisher(Protocol):
@@ -39,15 +43,18 @@ def nak_delay(delivered: int) -> float:
 class Bus:
     """One NATS connection with JetStream, owned by one service instance."""
 
-    def __init__(self, nc: Client, producer: str) -> None:
+    def __init__(self, nc: Client, producer: str, signing_secret: str | None = None) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.producer = producer
+        self._secret = signing_secret
 
     @classmethod
-    async def connect(cls, url: str, *, producer: str, declare: bool = True) -> Bus:
+    async def connect(
+        cls, url: str, *, producer: str, declare: bool = True, signing_secret: str | None = None
+    ) -> Bus:
         """Connect and, with ``declare``, make sure the streams exist (control-plane
-        services declare; node agents only publish)."""
+        services declare; node agents only publish, signing with ``signing_secret``)."""
         nc = await nats.connect(
             url,
             name=producer,
@@ -55,7 +62,7 @@ class Bus:
             reconnect_time_wait=0.5,
             connect_timeout=2,
         )
-        bus = cls(nc, producer)
+        bus = cls(nc, producer, signing_secret)
         if declare:
             await ensure_streams(bus.js)
         return bus
@@ -69,6 +76,8 @@ class Bus:
         """
         event_id, payload = encode(event, producer=self.producer)
         headers = inject_headers({"Nats-Msg-Id": msg_id or event_id, "Cic-Event-Type": event.TYPE})
+        if self._secret is not None:
+            headers[SIGNATURE_HEADER] = signature_header(self._secret, event.subject(), payload)
         await self.js.publish(event.subject(), payload, headers=headers, timeout=5)
         return event_id
 
@@ -82,12 +91,15 @@ class Bus:
         concurrency: int = 1,
         ack_wait: float = 30.0,
         deliver_new: bool = False,
+        authenticate: Authenticator | None = None,
     ) -> Consumer[E]:
         """A durable pull consumer of every ``event_type`` event; instances sharing
-        ``durable`` share the work (each event goes to one of them)."""
+        ``durable`` share the work (each event goes to one of them). With
+        ``authenticate``, an event it refuses is dead-lettered unhandled."""
         return Consumer(
-            self, event_type, durable, handler, max_deliver, concurrency, ack_wait, deliver_new
-        )
+            self, event_type, durable, handler, max_deliver, concurrency, ack_wait, deliver_new,
+            authenticate,
+        )  # fmt: skip
 
     async def close(self) -> None:
         if not self.nc.is_closed:
@@ -113,8 +125,10 @@ class Consumer(Generic[E]):
         concurrency: int,
         ack_wait: float,
         deliver_new: bool,
+        authenticate: Authenticator | None = None,
     ) -> None:
         self._bus = bus
+        self._authenticate = authenticate
         self._type = event_type
         self.durable = durable
         self._handler = handler
@@ -188,6 +202,8 @@ class Consumer(Generic[E]):
         with tracer(__name__).start_as_current_span(span_name, context=ctx) as span:
             span.set_attribute("cic.event_id", envelope.event_id)
             try:
+                if self._authenticate is not None:
+                    await self._authenticate(msg.subject, msg.data, msg.headers or {}, event)
                 await self._handler(event, envelope)
             except PoisonEvent as exc:
                 await self._dead_letter(msg, str(exc), delivered)

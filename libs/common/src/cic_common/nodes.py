@@ -26,6 +26,13 @@ class NodeRepository:
         row = await self._pool.fetchrow("SELECT * FROM nodes WHERE id = $1", node_id)
         return dict(row) if row else None
 
+    async def node_secret(self, node_id: str) -> str | None:
+        """The secret the node signs its events with; None for an unknown node."""
+        secret: str | None = await self._pool.fetchval(
+            "SELECT secret FROM nodes WHERE id = $1", node_id
+        )
+        return secret
+
     async def transition(
         self,
         node_id: str,

@@ -32,3 +32,7 @@ class CommonSettings(BaseSettings):
     log_format: str = Field("json", description="json or text")
     otel_exporter: str = Field("none", description="none, console or otlp")
     max_deliver: int = Field(5, ge=1, description="deliveries before an event is dead-lettered")
+    trusted_signers: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON {"tool name": "secret"}: external tools allowed to sign node events',
+    )

@@ -11,6 +11,7 @@ from cic_common.leases import RedisLease
 from cic_common.loops import Loop
 from cic_common.replicas import ReplicaTable
 from cic_common.service import Part, serve
+from cic_common.signing import NodeAuthenticator
 from redis.asyncio import Redis
 
 from cic_health.adapters.store import HealthStore, HeartbeatStore
@@ -30,17 +31,20 @@ async def run(settings: HealthSettings) -> None:
         late_after=timedelta(seconds=settings.late_after),
         dead_after=timedelta(seconds=settings.dead_after),
     )
-    monitor = HealthMonitor(HealthStore(pool), HeartbeatStore(redis), ReplicaTable(redis), policy)
+    store = HealthStore(pool)
+    monitor = HealthMonitor(store, HeartbeatStore(redis), ReplicaTable(redis), policy)
     lease = RedisLease(redis, "health-check", ttl_seconds=max(3 * settings.check_interval, 10))
     loop = Loop(
         "health-check", monitor.due, monitor.check, interval=settings.check_interval, lease=lease
     )
     monitor.set_wake(loop.wake)
+    signed = NodeAuthenticator(store.node_secret, settings.trusted_signers)
     md = settings.max_deliver
     parts: list[Part] = [
-        bus.consumer(NodeReady, "health-node-ready", monitor.on_node_ready, max_deliver=md),
+        bus.consumer(NodeReady, "health-node-ready", monitor.on_node_ready, max_deliver=md,
+                     authenticate=signed),
         bus.consumer(Heartbeat, "health-heartbeat", monitor.on_heartbeat, max_deliver=md,
-                     concurrency=16, deliver_new=True),
+                     concurrency=16, deliver_new=True, authenticate=signed),
         bus.consumer(NodeDraining, "health-node-draining", monitor.on_node_gone, max_deliver=md),
         bus.consumer(NodeTerminated, "health-node-terminated", monitor.on_node_gone,
                      max_deliver=md),

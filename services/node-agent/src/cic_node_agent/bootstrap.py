@@ -31,7 +31,10 @@ async def run(settings: NodeAgentSettings) -> None:
     )
     # The control plane declares the streams; a node only publishes into them.
     bus = await Bus.connect(
-        settings.nats_url, producer=f"node-agent/{settings.node_id}", declare=False
+        settings.nats_url,
+        producer=f"node-agent/{settings.node_id}",
+        declare=False,
+        signing_secret=settings.node_secret,
     )
     agent = NodeAgent(
         settings.node_id,

@@ -12,6 +12,7 @@ __all__ = ["NodeAgentSettings"]
 
 class NodeAgentSettings(CommonSettings):
     node_id: str = Field(description="this node's id, given by the scheduler")
+    node_secret: str = Field(description="signs every event the node publishes", repr=False)
     node_model: str = Field(description="the model the engine serves")
     node_engine: Literal["sim", "vllm"] = "sim"
     node_max_model_len: int = Field(4096, gt=0)

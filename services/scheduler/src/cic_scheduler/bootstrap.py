@@ -14,6 +14,7 @@ from cic_common.events import (
 from cic_common.loops import Loop
 from cic_common.nodes import NodeRepository
 from cic_common.service import Part, serve
+from cic_common.signing import NodeAuthenticator
 
 from cic_scheduler.adapters.store import SchedulerStore
 from cic_scheduler.entrypoints.handlers import Scheduler
@@ -27,13 +28,16 @@ async def run(settings: SchedulerSettings) -> None:
     await migrate(pool)
     bus = await Bus.connect(settings.nats_url, producer=f"scheduler/{settings.instance_id}")
     store = SchedulerStore(pool)
-    scheduler = Scheduler(store, NodeRepository(pool), bus, settings.resend_after)
+    nodes = NodeRepository(pool)
+    scheduler = Scheduler(store, nodes, bus, settings.resend_after)
     md = settings.max_deliver
     parts: list[Part] = [
         bus.consumer(DeploymentChanged, "scheduler-deployment-changed",
                      scheduler.on_deployment_changed, max_deliver=md),
         bus.consumer(TerminationWarning, "scheduler-termination-warning",
-                     scheduler.on_termination_warning, max_deliver=md),
+                     scheduler.on_termination_warning, max_deliver=md,
+                     authenticate=NodeAuthenticator(nodes.node_secret,
+                                                    settings.trusted_signers)),
         bus.consumer(NodeTerminated, "scheduler-node-terminated",
                      scheduler.on_node_gone, max_deliver=md),
         bus.consumer(LaunchFailed, "scheduler-launch-failed", scheduler.on_node_gone,

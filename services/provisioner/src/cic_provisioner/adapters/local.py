@@ -59,13 +59,13 @@ class LocalBackend:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = asyncio.Lock()
 
-    async def launch(self, node_id: str, spec: NodeSpec) -> Cluster:
+    async def launch(self, node_id: str, spec: NodeSpec, secret: str) -> Cluster:
         async with self._lock:
             running = self._meta(node_id)
             if running is not None:
                 return running
             try:
-                return self._spawn(node_id, spec)
+                return self._spawn(node_id, spec, secret)
             except OSError as exc:
                 raise LaunchError(f"could not start the node agent: {exc}") from exc
 
@@ -97,7 +97,7 @@ class LocalBackend:
                 clusters.append(cluster)
         return clusters
 
-    def _spawn(self, node_id: str, spec: NodeSpec) -> Cluster:
+    def _spawn(self, node_id: str, spec: NodeSpec, secret: str) -> Cluster:
         node_dir = self._dir / node_id
         node_dir.mkdir(parents=True, exist_ok=True)
         name = cluster_name(provider="local", region="host", gpu="cpu", spot=False,
@@ -106,6 +106,7 @@ class LocalBackend:
             **os.environ,
             **self._extra_env,
             "CIC_NODE_ID": node_id,
+            "CIC_NODE_SECRET": secret,
             "CIC_NODE_MODEL": spec.model,
             "CIC_NODE_ENGINE": spec.engine,
             "CIC_NODE_MAX_MODEL_LEN": str(spec.max_model_len),

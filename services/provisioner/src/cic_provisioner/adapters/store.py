@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import asyncpg
 from cic_common.events import LaunchRequested
 from cic_common.lifecycle import NodeStatus
@@ -48,3 +50,12 @@ class ProvisionerStore(NodeRepository):
                 request.spec.backend,
             )
             return NodeStatus.REQUESTED
+
+    async def node_secret_for_launch(self, node_id: str) -> str:
+        """The node's signing secret, created on first use; the same on every retry."""
+        secret: str = await self._pool.fetchval(
+            "UPDATE nodes SET secret = coalesce(secret, $2) WHERE id = $1 RETURNING secret",
+            node_id,
+            secrets.token_hex(32),
+        )
+        return secret

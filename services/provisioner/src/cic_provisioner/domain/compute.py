@@ -53,8 +53,10 @@ class ComputeBackend(Protocol):
 
     name: str
 
-    async def launch(self, node_id: str, spec: NodeSpec) -> Cluster:
+    async def launch(self, node_id: str, spec: NodeSpec, secret: str) -> Cluster:
         """Start the node; returns once the backend has created it (not once it serves).
+        ``secret`` reaches the node's agent only (never a task file in clear): it signs
+        the node's events with it.
 
         Raises:
             LaunchError: the node could not be created.

@@ -39,6 +39,8 @@ class NodeStore(Protocol):
 
     async def record_event(self, envelope: Envelope, node_id: str) -> bool: ...
 
+    async def node_secret_for_launch(self, node_id: str) -> str: ...
+
 
 class Provisioner:
     """Carries out launch and terminate commands on the backend each node names.
@@ -74,8 +76,9 @@ class Provisioner:
         await self._store.transition(
             node_id, NodeStatus.LAUNCHING, "launching", backend=backend.name
         )
+        secret = await self._store.node_secret_for_launch(node_id)
         try:
-            cluster = await backend.launch(node_id, event.spec)
+            cluster = await backend.launch(node_id, event.spec, secret)
         except LaunchError as exc:
             await self._store.transition(node_id, NodeStatus.LAUNCH_FAILED, str(exc))
             failed = LaunchFailed(node_id=node_id, reason=str(exc), retryable=exc.retryable)
