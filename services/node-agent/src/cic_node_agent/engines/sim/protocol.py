@@ -2,72 +2,70 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from typing import Any
+import zlib
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
+    "DEFAULT_MAX_TOKENS",
     "ChatRequest",
     "CompletionRequest",
     "StreamOptions",
+    "describe",
     "error_body",
     "generate",
-    "prompt_tokens",
+    "new_id",
+    "now",
+    "sse",
+    "word_count",
 ]
 
-_WORDS = (
-    "the",
-    "spot",
-    "node",
-    "answered",
-    "while",
-    "the",
-    "scheduler",
-    "kept",
-    "every",
-    "replica",
-    "warm",
-    "and",
-    "the",
-    "gateway",
-    "routed",
-    "each",
-    "request",
-    "to",
-    "the",
-    "least",
-    "loaded",
-    "engine",
-)
+DEFAULT_MAX_TOKENS = 16
+_PREFIX = ("sim", "says:")
+_SENTENCE = (
+    "the", "spot", "node", "answered", "while", "the", "scheduler", "kept", "every", "replica",
+    "warm", "and", "the", "gateway", "routed", "each", "request", "to", "the", "least",
+    "loaded", "engine",
+)  # fmt: skip
 
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
+    include_usage: bool | None = False
 
 
 class _Request(BaseModel):
+    """What chat and text completions share; unknown fields (temperature...) are ignored."""
+
     model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1)
+    model: str
     max_tokens: int | None = Field(None, gt=0)
-    stream: bool = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
-    n: int = 1
+    n: int | None = 1
 
     @field_validator("n")
     @classmethod
-    def _one_choice(cls, value: int) -> int:
-        if value != 1:
+    def _one_choice(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
             raise ValueError("the simulator generates exactly one choice (n=1)")
         return value
 
-    def completion_tokens(self) -> int:
-        return self.max_tokens or 16
+    @model_validator(mode="after")
+    def _options_need_a_stream(self) -> _Request:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("Stream options can only be defined when `stream=True`.")
+        return self
+
+    def requested_tokens(self) -> int | None:
+        return self.max_tokens
 
     def wants_usage(self) -> bool:
-        return self.stream_options is not None and self.stream_options.include_usage
+        return bool(self.stream_options and self.stream_options.include_usage)
 
 
 class _Message(BaseModel):
@@ -75,35 +73,48 @@ class _Message(BaseModel):
     role: str
     content: str | list[dict[str, Any]] | None = None
 
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return " ".join(str(part.get("text", "")) for part in self.content or [])
+
 
 class ChatRequest(_Request):
     messages: list[_Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, gt=0)
 
-    def text(self) -> str:
-        parts = []
-        for message in self.messages:
-            if isinstance(message.content, str):
-                parts.append(message.content)
-            elif message.content:
-                parts += [str(p.get("text", "")) for p in message.content]
-        return " ".join(parts)
+    def requested_tokens(self) -> int | None:
+        """vLLM prefers the newer ``max_completion_tokens`` to ``max_tokens``."""
+        return self.max_completion_tokens or self.max_tokens
+
+    def prompt_text(self) -> str:
+        return " ".join(message.text() for message in self.messages)
+
+    def seed_text(self) -> str:
+        """The last user message, or the last message when no user spoke."""
+        users = [m for m in self.messages if m.role == "user"]
+        return (users or self.messages)[-1].text()
 
 
 class CompletionRequest(_Request):
-    prompt: str | list[str]
+    prompt: str | Annotated[list[str], Field(min_length=1)]
 
-    def text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else " ".join(self.prompt)
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def seed_text(self) -> str:
+        return self.prompt_text()
 
 
-def prompt_tokens(text: str) -> int:
-    return max(1, len(text.split()))
+def word_count(text: str) -> int:
+    return len(text.split())
 
 
-def generate(text: str, count: int) -> list[str]:
-    """``count`` tokens (a word and a space each), the same for the same prompt."""
-    start = sum(map(ord, text)) % len(_WORDS)
-    return [_WORDS[(start + i) % len(_WORDS)] + " " for i in range(count)]
+def generate(seed: str, count: int) -> list[str]:
+    """``count`` tokens (a word and a space each), always the same for the same seed."""
+    start = zlib.crc32(seed.encode())
+    words = [*_PREFIX, *(_SENTENCE[(start + i) % len(_SENTENCE)] for i in range(count))]
+    return [word + " " for word in words[:count]]
 
 
 def new_id(prefix: str) -> str:
@@ -114,5 +125,18 @@ def now() -> int:
     return int(time.time())
 
 
+def describe(exc: ValidationError) -> str:
+    """One line per problem, ``where: what``, as a client can show it."""
+    return "; ".join(
+        f"{'.'.join(map(str, error['loc'])) or 'body'}: {error['msg']}" for error in exc.errors()
+    )
+
+
 def error_body(status: int, message: str, kind: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+
+
+def sse(data: dict[str, Any] | str) -> bytes:
+    """One server-sent event; a string (``[DONE]``) is sent as is."""
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data: {text}\n\n".encode()
