@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
+import uvicorn
 from cic_common.bus import Bus
 from cic_common.events import Envelope, Event, decode, encode
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -62,3 +65,23 @@ async def published(bus: Bus, subjects: str) -> int:
     """How many messages matching ``subjects`` the events stream holds."""
     info = await bus.js.stream_info("CIC_EVENTS", subjects_filter=subjects)
     return sum((info.state.subjects or {}).values())
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI ``app`` over real HTTP on a free port; yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(3000):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.01)
+        assert server.started, "the test HTTP server did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

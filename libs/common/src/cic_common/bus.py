@@ -43,18 +43,32 @@ def nak_delay(delivered: int) -> float:
 class Bus:
     """One NATS connection with JetStream, owned by one service instance."""
 
-    def __init__(self, nc: Client, producer: str, signing_secret: str | None = None) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        producer: str,
+        signing_secret: str | None = None,
+        signing_key_id: str = "node",
+    ) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.producer = producer
         self._secret = signing_secret
+        self._key_id = signing_key_id
 
     @classmethod
     async def connect(
-        cls, url: str, *, producer: str, declare: bool = True, signing_secret: str | None = None
+        cls,
+        url: str,
+        *,
+        producer: str,
+        declare: bool = True,
+        signing_secret: str | None = None,
+        signing_key_id: str = "node",
     ) -> Bus:
         """Connect and, with ``declare``, make sure the streams exist (control-plane
-        services declare; node agents only publish, signing with ``signing_secret``)."""
+        services declare; node agents only publish, signing with ``signing_secret``;
+        a trusted tool signs as ``tool/<name>``)."""
         nc = await nats.connect(
             url,
             name=producer,
@@ -62,7 +76,7 @@ class Bus:
             reconnect_time_wait=0.5,
             connect_timeout=2,
         )
-        bus = cls(nc, producer, signing_secret)
+        bus = cls(nc, producer, signing_secret, signing_key_id)
         if declare:
             await ensure_streams(bus.js)
         return bus
@@ -77,7 +91,9 @@ class Bus:
         event_id, payload = encode(event, producer=self.producer)
         headers = inject_headers({"Nats-Msg-Id": msg_id or event_id, "Cic-Event-Type": event.TYPE})
         if self._secret is not None:
-            headers[SIGNATURE_HEADER] = signature_header(self._secret, event.subject(), payload)
+            headers[SIGNATURE_HEADER] = signature_header(
+                self._secret, event.subject(), payload, self._key_id
+            )
         await self.js.publish(event.subject(), payload, headers=headers, timeout=5)
         return event_id
 

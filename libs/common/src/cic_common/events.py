@@ -16,6 +16,7 @@ __all__ = [
     "DeploymentChanged",
     "Envelope",
     "Event",
+    "GpuFacts",
     "Heartbeat",
     "LaunchFailed",
     "LaunchRequested",
@@ -116,6 +117,19 @@ class NodeReady(Event):
     model: str
 
 
+class GpuFacts(BaseModel):
+    """One GPU as ``nvidia-smi`` reports it; unknown values are null."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    index: int = Field(ge=0)
+    name: str
+    utilization_pct: float | None = None
+    memory_used_mib: float | None = None
+    memory_total_mib: float | None = None
+    temperature_c: float | None = None
+
+
 class Heartbeat(Event):
     """The agent is alive; engine facts for health verdicts and routing weights."""
 
@@ -123,9 +137,12 @@ class Heartbeat(Event):
     node_id: str
     seq: int = Field(0, ge=0)
     engine_state: Literal["starting", "ready", "restarting", "failed", "stopping"] = "ready"
-    requests_running: float = 0.0
-    requests_waiting: float = 0.0
-    kv_cache_usage: float = Field(0.0, ge=0.0, le=1.0)
+    requests_running: float = Field(0.0, description="vllm:num_requests_running")
+    requests_waiting: float = Field(0.0, description="vllm:num_requests_waiting")
+    kv_cache_usage: float = Field(0.0, ge=0.0, le=1.0, description="vllm:kv_cache_usage_perc")
+    tokens_per_second: float = Field(0.0, ge=0.0, description="generated tokens per second")
+    rebalance_recommended: bool = Field(False, description="the cloud warns of elevated risk")
+    gpus: tuple[GpuFacts, ...] = Field((), description="empty where nvidia-smi is absent")
 
 
 class TerminationWarning(Event):

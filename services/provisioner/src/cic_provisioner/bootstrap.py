@@ -23,6 +23,7 @@ def build_backends(settings: ProvisionerSettings) -> dict[str, ComputeBackend]:
         nats_url=settings.nats_url,
         heartbeat_interval=settings.heartbeat_interval,
         stop_timeout=settings.stop_timeout,
+        extra_env=settings.node_env,
     )
     return {local.name: local}
 

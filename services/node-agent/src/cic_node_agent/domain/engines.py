@@ -20,7 +20,8 @@ class EngineLaunch:
 
 
 def engine_command(python: str, launch: EngineLaunch) -> list[str]:
-    """The argv that starts ``launch.engine``; vLLM shards over every GPU of the node.
+    """The argv that starts ``launch.engine``; vLLM shards over every GPU of the node
+    (tensor parallelism = ``launch.gpus``) and streams ``s3://`` weights.
 
     Raises:
         ValueError: the engine is not one we know.
@@ -35,6 +36,9 @@ def engine_command(python: str, launch: EngineLaunch) -> list[str]:
             *launch.extra_args,
         ]  # fmt: skip
     if launch.engine == "vllm":
+        if launch.model.startswith(("s3://", "gs://")):
+            # Weights stream from object storage straight into GPU memory.
+            common += ["--load-format", "runai_streamer"]
         return [
             python, "-m", "vllm.entrypoints.openai.api_server", *common,
             "--model", launch.model,

@@ -110,6 +110,8 @@ class LocalBackend:
             "CIC_NODE_MODEL": spec.model,
             "CIC_NODE_ENGINE": spec.engine,
             "CIC_NODE_MAX_MODEL_LEN": str(spec.max_model_len),
+            "CIC_NODE_ENGINE_ARGS": json.dumps(list(spec.engine_args)),
+            "CIC_DRAIN_TIMEOUT": str(max(1.0, self._stop_timeout - 3)),
             "CIC_ENGINE_PORT": str(_free_port()),
             "CIC_NATS_URL": self._nats_url,
             "CIC_HEARTBEAT_INTERVAL": str(self._heartbeat_interval),
