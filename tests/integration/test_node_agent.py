@@ -70,3 +70,30 @@ async def test_agent_announces_heartbeats_restarts_and_stops_cleanly(bus: Bus) -
     assert last_engine is not None
     assert not alive(last_engine)
     await engine.close()
+
+
+async def test_an_engine_that_keeps_crashing_is_reported_failed_not_hidden(bus: Bus) -> None:
+    engine = EngineProcess([sys.executable, "-c", "raise SystemExit(3)"], "http://127.0.0.1:9")
+    agent = NodeAgent(
+        "ncrashy", "m", engine, bus,
+        advertise_url="http://127.0.0.1:9", heartbeat_interval=0.2,
+        ready_timeout=30, restart_limit=1,
+    )  # fmt: skip
+    beats: list[Heartbeat] = []
+
+    async def on_beat(msg: Msg) -> None:
+        beats.append(decode(msg.data, Heartbeat)[1])
+
+    sub = await bus.nc.subscribe("cic.heartbeat.ncrashy", cb=on_beat)
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(lambda: asyncio.sleep(0, result=agent.state == "failed"))
+        await eventually(
+            lambda: asyncio.sleep(0, result=any(b.engine_state == "failed" for b in beats))
+        )
+    finally:
+        agent.stop()
+        await task
+        await sub.unsubscribe()
+    assert agent.restarts == 2
+    assert engine.returncode == 3
