@@ -5,22 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import ClassVar
 
 import asyncpg
 import pytest
 from cic_common.bus import Bus
 from cic_common.db import create_pool, migrate
 from cic_common.events import LaunchRequested, NodeSpec, TerminateRequested, encode
-from cic_common.processes import alive
+from cic_common.processes import alive, carries_env
 from cic_common.service import Part
 from cic_common.streams import INVENTORY_SUBJECT
 from cic_provisioner.adapters.local import LocalBackend
 from cic_provisioner.adapters.store import ProvisionerStore
-from cic_provisioner.entrypoints.handlers import Provisioner
+from cic_provisioner.domain.compute import Cluster
+from cic_provisioner.entrypoints.handlers import LaunchInProgress, Provisioner
 from conftest import Servers
-from support import dead_letters, eventually
+from support import dead_letters, envelope_for, eventually
 
 
 @pytest.fixture
@@ -124,3 +127,60 @@ async def test_terminate_stops_the_node_and_inventory_answers_on_request(
     assert clusters[0].pid is not None
     assert not alive(clusters[0].pid)
     assert await backend.inventory() == []
+
+
+def agent_pids(node_id: str) -> list[int]:
+    """Node agent processes (not their engines) started for ``node_id``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or not carries_env(int(entry), "CIC_NODE_ID", node_id):
+            continue
+        argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        if b"cic_node_agent" in argv:
+            found.append(int(entry))
+    return found
+
+
+class SlowBackend(LocalBackend):
+    """A backend whose launches take a while, as a cloud's do; counts launches in flight."""
+
+    in_flight: ClassVar[list[int]] = [0]
+    most: ClassVar[list[int]] = [0]
+
+    async def launch(self, node_id: str, spec: NodeSpec, secret: str) -> Cluster:
+        self.in_flight[0] += 1
+        self.most[0] = max(self.most[0], self.in_flight[0])
+        try:
+            await asyncio.sleep(0.3)
+            return await super().launch(node_id, spec, secret)
+        finally:
+            self.in_flight[0] -= 1
+
+
+async def test_two_provisioners_given_the_same_launch_start_one_node(
+    bus: Bus, pool: asyncpg.Pool, servers: Servers, tmp_path: Path
+) -> None:
+    backends = [
+        SlowBackend(tmp_path, nats_url=servers.nats_url, heartbeat_interval=1) for _ in range(2)
+    ]
+    instances = [Provisioner(ProvisionerStore(pool), {"local": b}, bus) for b in backends]
+    event = LaunchRequested(node_id="ntwice", deployment_id="dprov", spec=NodeSpec(model="demo"))
+    envelope = envelope_for(event)
+    outcomes = await asyncio.gather(
+        *(p.on_launch_requested(event, envelope) for p in instances), return_exceptions=True
+    )
+    try:
+        # One launched; the other either found it launched or was told to come back.
+        assert all(o is None or isinstance(o, LaunchInProgress) for o in outcomes), outcomes
+        await instances[0].on_launch_requested(event, envelope)  # the redelivery
+        await instances[1].on_launch_requested(event, envelope)
+        running = [c.pid for c in await backends[0].inventory()]
+        agents = agent_pids("ntwice")
+        assert len(running) == 1
+        assert agents == running
+        assert SlowBackend.most[0] == 1  # never two launches of the node at once
+        status = await pool.fetchval("SELECT status FROM nodes WHERE id = 'ntwice'")
+        assert status == "initializing"
+    finally:
+        await backends[0].terminate("ntwice", graceful=False)
+    assert await backends[1].inventory() == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -11,6 +13,7 @@ from cic_common.events import (
     LaunchFailed,
     LaunchRequested,
     NodeLaunched,
+    NodeLaunching,
     NodeSpec,
     NodeTerminated,
     PoisonEvent,
@@ -53,21 +56,37 @@ class FakeStore:
     async def node_secret_for_launch(self, node_id: str) -> str:
         return f"secret-of-{node_id}"
 
+    async def status_of(self, node_id: str) -> NodeStatus | None:
+        return self.status.get(node_id)
+
+    @contextlib.asynccontextmanager
+    async def launch_claim(self, node_id: str) -> AsyncIterator[bool]:
+        yield True
+
 
 class FakeBackend:
     name = "local"
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, spot_capacity: bool = True) -> None:
         self.fail = fail
+        self.spot_capacity = spot_capacity
         self.running: dict[str, Cluster] = {}
         self.launches = 0
+        self.attempts: list[str] = []
+
+    def cluster_name(self, node_id: str, spec: NodeSpec) -> str:
+        return f"cic-x-{'spot' if spec.use_spot else 'od'}-{node_id}"
 
     async def launch(self, node_id: str, spec: NodeSpec, secret: str) -> Cluster:
+        self.attempts.append(self.cluster_name(node_id, spec))
         if self.fail:
             raise LaunchError("no capacity", retryable=True)
+        if spec.use_spot and not self.spot_capacity:
+            raise LaunchError("no spot H100 anywhere", reason_class="no_capacity")
         if node_id not in self.running:
             self.launches += 1
-            self.running[node_id] = Cluster(f"cic-x-{node_id}", node_id, "local", datetime.now(UTC))
+            name = self.cluster_name(node_id, spec)
+            self.running[node_id] = Cluster(name, node_id, "local", datetime.now(UTC))
         return self.running[node_id]
 
     async def terminate(self, node_id: str, *, graceful: bool) -> bool:
@@ -86,8 +105,10 @@ class FakeBus:
         return "id"
 
 
-def launch(node_id: str = "n1", deployment: str = "d1", backend: str = "local") -> LaunchRequested:
-    spec = NodeSpec(model="m", backend=backend)
+def launch(
+    node_id: str = "n1", deployment: str = "d1", backend: str = "local", **spec_fields: object
+) -> LaunchRequested:
+    spec = NodeSpec.model_validate({"model": "m", "backend": backend, **spec_fields})
     return LaunchRequested(node_id=node_id, deployment_id=deployment, spec=spec)
 
 
@@ -108,7 +129,7 @@ async def test_a_duplicated_launch_starts_one_node(world: World) -> None:
     assert store.status["n1"] is NodeStatus.INITIALIZING
     launched = [e for e, _ in bus.sent if isinstance(e, NodeLaunched)]
     assert {m for e, m in bus.sent if isinstance(e, NodeLaunched)} == {"launched:n1"}
-    assert launched[0].cluster_name == "cic-x-n1"
+    assert launched[0].cluster_name == "cic-x-od-n1"
 
 
 async def test_a_launch_for_an_unknown_deployment_is_poison(world: World) -> None:
@@ -148,3 +169,23 @@ async def test_terminating_a_node_that_is_gone_succeeds(world: World) -> None:
     provisioner, _, _, bus = world
     await provisioner.on_terminate_requested(TerminateRequested(node_id="ghost"), ENVELOPE)
     assert [type(e) for e, _ in bus.sent] == [NodeTerminated]
+
+
+async def test_spot_without_capacity_falls_back_to_on_demand_when_allowed() -> None:
+    store, bus, backend = FakeStore({"d1"}), FakeBus(), FakeBackend(spot_capacity=False)
+    provisioner = Provisioner(store, {"local": backend}, bus)
+    await provisioner.on_launch_requested(launch(use_spot=True, spot_fallback=True), ENVELOPE)
+    assert backend.attempts == ["cic-x-spot-n1", "cic-x-od-n1"]
+    assert store.status["n1"] is NodeStatus.INITIALIZING
+    launching = [e for e, _ in bus.sent if isinstance(e, NodeLaunching)]
+    assert [e.cluster_name for e in launching] == ["cic-x-spot-n1"]
+
+
+async def test_spot_without_capacity_fails_with_its_class_when_fallback_is_not_allowed() -> None:
+    store, bus, backend = FakeStore({"d1"}), FakeBus(), FakeBackend(spot_capacity=False)
+    provisioner = Provisioner(store, {"local": backend}, bus)
+    await provisioner.on_launch_requested(launch(use_spot=True), ENVELOPE)
+    assert backend.attempts == ["cic-x-spot-n1"]
+    failed = [e for e, _ in bus.sent if isinstance(e, LaunchFailed)]
+    assert [(e.reason_class, e.retryable) for e in failed] == [("no_capacity", True)]
+    assert store.status["n1"] is NodeStatus.LAUNCH_FAILED

@@ -22,6 +22,7 @@ __all__ = [
     "LaunchRequested",
     "NodeDraining",
     "NodeLaunched",
+    "NodeLaunching",
     "NodeLost",
     "NodeReady",
     "NodeSpec",
@@ -74,6 +75,17 @@ class NodeSpec(BaseModel):
     use_spot: bool = False
     max_model_len: int = Field(4096, gt=0)
     engine_args: tuple[str, ...] = ()
+    infra: str | None = Field(
+        None,
+        description="cloud[/region[/zone]]; none lets SkyPilot choose the cheapest",
+        examples=["aws/us-east-1"],
+    )
+    disk_size: int | None = Field(None, gt=0, description="GB")
+    disk_tier: Literal["low", "medium", "high", "ultra", "best"] | None = None
+    params_billion: float | None = Field(
+        None, gt=0, description="model size; picks the GPUs when accelerator is unset"
+    )
+    spot_fallback: bool = Field(False, description="on-demand when spot capacity runs out")
 
 
 class LaunchRequested(Event):
@@ -90,6 +102,15 @@ class LaunchRequested(Event):
     spec: NodeSpec
 
 
+class NodeLaunching(Event):
+    """The provisioner is creating the node; on a cloud this takes minutes."""
+
+    TYPE: ClassVar[str] = "node-launching"
+    node_id: str
+    cluster_name: str = Field(examples=["cic-aws-us-east-1-h100-spot-n0123456789ab"])
+    backend: str
+
+
 class NodeLaunched(Event):
     """The backend created the node; its agent is starting the engine."""
 
@@ -97,6 +118,7 @@ class NodeLaunched(Event):
     node_id: str
     cluster_name: str = Field(examples=["cic-local-host-cpu-od-n0123456789ab"])
     backend: str
+    endpoint: str | None = Field(None, description="the engine's address, when the backend knows")
 
 
 class LaunchFailed(Event):
@@ -105,6 +127,9 @@ class LaunchFailed(Event):
     TYPE: ClassVar[str] = "launch-failed"
     node_id: str
     reason: str
+    reason_class: Literal[
+        "quota", "auth", "no_capacity", "bad_spec", "timeout", "unreachable", "internal"
+    ] = Field("internal", description="what kind of failure, for retry and fallback policy")
     retryable: bool = True
 
 

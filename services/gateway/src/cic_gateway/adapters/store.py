@@ -16,7 +16,8 @@ __all__ = ["ApiKey", "DeploymentStore", "KeyStore"]
 
 _DEPLOYMENT_COLUMNS = (
     "id, name, model, replicas, engine, backend, accelerator, use_spot, max_model_len,"
-    " engine_args, generation, created_at, updated_at, deleted_at"
+    " engine_args, infra, disk_size, disk_tier, params_billion, spot_fallback, generation,"
+    " created_at, updated_at, deleted_at"
 )
 
 
@@ -32,7 +33,8 @@ class DeploymentStore:
         name = spec.name or f"{_slug(spec.model)}-{dep_id[1:7]}"
         row = await self._pool.fetchrow(
             "INSERT INTO deployments (id, name, model, replicas, engine, backend, accelerator,"
-            " use_spot, max_model_len, engine_args) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+            " use_spot, max_model_len, engine_args, infra, disk_size, disk_tier, params_billion,"
+            " spot_fallback) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
             f" RETURNING {_DEPLOYMENT_COLUMNS}",
             dep_id,
             name,
@@ -44,6 +46,11 @@ class DeploymentStore:
             spec.use_spot,
             spec.max_model_len,
             spec.engine_args,
+            spec.infra,
+            spec.disk_size,
+            spec.disk_tier,
+            spec.params_billion,
+            spec.spot_fallback,
         )
         return dict(row)
 

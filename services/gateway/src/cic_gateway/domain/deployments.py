@@ -26,6 +26,13 @@ class DeploymentCreate(BaseModel):
     use_spot: bool = False
     max_model_len: int = Field(4096, gt=0, le=1_048_576)
     engine_args: list[str] = Field(default_factory=list, max_length=64)
+    infra: str | None = Field(
+        None, pattern=r"^[a-z0-9-]+(/[a-z0-9-]+){0,2}$", examples=["aws/us-east-1"]
+    )
+    disk_size: int | None = Field(None, gt=0, le=65536, description="GB")
+    disk_tier: Literal["low", "medium", "high", "ultra", "best"] | None = None
+    params_billion: float | None = Field(None, gt=0, le=10000)
+    spot_fallback: bool = False
 
     @field_validator("name")
     @classmethod

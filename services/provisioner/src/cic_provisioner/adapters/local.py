@@ -59,6 +59,10 @@ class LocalBackend:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = asyncio.Lock()
 
+    def cluster_name(self, node_id: str, spec: NodeSpec) -> str:
+        return cluster_name(provider="local", region="host", gpu="cpu", spot=False,
+                            node_id=node_id)  # fmt: skip
+
     async def launch(self, node_id: str, spec: NodeSpec, secret: str) -> Cluster:
         async with self._lock:
             running = self._meta(node_id)
@@ -100,8 +104,8 @@ class LocalBackend:
     def _spawn(self, node_id: str, spec: NodeSpec, secret: str) -> Cluster:
         node_dir = self._dir / node_id
         node_dir.mkdir(parents=True, exist_ok=True)
-        name = cluster_name(provider="local", region="host", gpu="cpu", spot=False,
-                            node_id=node_id)  # fmt: skip
+        name = self.cluster_name(node_id, spec)
+        port = _free_port()
         env = {
             **os.environ,
             **self._extra_env,
@@ -112,7 +116,7 @@ class LocalBackend:
             "CIC_NODE_MAX_MODEL_LEN": str(spec.max_model_len),
             "CIC_NODE_ENGINE_ARGS": json.dumps(list(spec.engine_args)),
             "CIC_DRAIN_TIMEOUT": str(max(1.0, self._stop_timeout - 3)),
-            "CIC_ENGINE_PORT": str(_free_port()),
+            "CIC_ENGINE_PORT": str(port),
             "CIC_NATS_URL": self._nats_url,
             "CIC_HEARTBEAT_INTERVAL": str(self._heartbeat_interval),
             "CIC_INSTANCE_ID": name,
@@ -128,12 +132,14 @@ class LocalBackend:
             )
         self._children[node_id] = child
         launched_at = datetime.now(UTC)
-        meta = {"pid": child.pid, "cluster_name": name, "launched_at": launched_at.isoformat()}
+        endpoint = f"http://127.0.0.1:{port}"
+        meta = {"pid": child.pid, "cluster_name": name, "launched_at": launched_at.isoformat(),
+                "endpoint": endpoint}  # fmt: skip
         tmp = node_dir / "meta.json.tmp"
         tmp.write_text(json.dumps(meta))
         tmp.replace(node_dir / "meta.json")
         log.info("node agent started", extra={"node_id": node_id, "pid": child.pid})
-        return Cluster(name, node_id, self.name, launched_at, pid=child.pid)
+        return Cluster(name, node_id, self.name, launched_at, pid=child.pid, endpoint=endpoint)
 
     def _meta(self, node_id: str) -> Cluster | None:
         """The node's record, if its agent is still the process that holds it."""
@@ -146,6 +152,7 @@ class LocalBackend:
                 backend=self.name,
                 launched_at=datetime.fromisoformat(meta["launched_at"]),
                 pid=pid,
+                endpoint=meta.get("endpoint"),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None

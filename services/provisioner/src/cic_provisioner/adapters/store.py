@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import AsyncIterator
 
 import asyncpg
 from cic_common.events import LaunchRequested
@@ -50,6 +52,25 @@ class ProvisionerStore(NodeRepository):
                 request.spec.backend,
             )
             return NodeStatus.REQUESTED
+
+    async def status_of(self, node_id: str) -> NodeStatus | None:
+        status = await self._pool.fetchval("SELECT status FROM nodes WHERE id = $1", node_id)
+        return None if status is None else NodeStatus(status)
+
+    @contextlib.asynccontextmanager
+    async def launch_claim(self, node_id: str) -> AsyncIterator[bool]:
+        """Whether this instance may launch ``node_id`` now: a session advisory lock
+        held for the whole launch, so two provisioners handed the same command (a
+        duplicate, a redelivery after a timeout) never launch it twice. Released on
+        exit, and by PostgreSQL if this instance dies."""
+        async with self._pool.acquire() as conn:
+            key = f"launch:{node_id}"
+            claimed = await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key)
+            try:
+                yield bool(claimed)
+            finally:
+                if claimed:
+                    await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
 
     async def node_secret_for_launch(self, node_id: str) -> str:
         """The node's signing secret, created on first use; the same on every retry."""

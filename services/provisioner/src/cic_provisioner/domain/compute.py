@@ -15,6 +15,7 @@ __all__ = [
     "ComputeBackend",
     "LaunchError",
     "cluster_name",
+    "launch_plan",
     "node_id_of",
 ]
 
@@ -25,11 +26,15 @@ _MAX_NAME = 63
 
 
 class LaunchError(Exception):
-    """The backend could not create the node; ``retryable`` says whether to try again."""
+    """The backend could not create the node; ``retryable`` says whether to try again,
+    ``reason_class`` what kind of failure it was (see ``domain.failures``)."""
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool = True, reason_class: str = "internal"
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.reason_class = reason_class
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ class Cluster:
     launched_at: datetime
     pid: int | None = None
     """The agent's process, for the local backend."""
+    endpoint: str | None = None
+    """The engine's address, when the backend knows it at launch."""
 
 
 class ComputeBackend(Protocol):
@@ -52,6 +59,14 @@ class ComputeBackend(Protocol):
     """
 
     name: str
+
+    def cluster_name(self, node_id: str, spec: NodeSpec) -> str:
+        """The name the node's cluster gets.
+
+        Raises:
+            LaunchError: the spec cannot run on this backend (``bad_spec``).
+        """
+        ...
 
     async def launch(self, node_id: str, spec: NodeSpec, secret: str) -> Cluster:
         """Start the node; returns once the backend has created it (not once it serves).
@@ -71,6 +86,14 @@ class ComputeBackend(Protocol):
     async def inventory(self) -> list[Cluster]:
         """Every ``cic-`` cluster this backend runs now."""
         ...
+
+
+def launch_plan(spec: NodeSpec) -> list[NodeSpec]:
+    """What to try, in order: the spec itself, then on demand when a spot spec allows
+    falling back."""
+    if spec.use_spot and spec.spot_fallback:
+        return [spec, spec.model_copy(update={"use_spot": False})]
+    return [spec]
 
 
 def _token(value: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from cic_common.bus import Publisher
@@ -13,6 +14,8 @@ from cic_common.events import (
     LaunchFailed,
     LaunchRequested,
     NodeLaunched,
+    NodeLaunching,
+    NodeSpec,
     NodeTerminated,
     PoisonEvent,
     TerminateRequested,
@@ -21,13 +24,17 @@ from cic_common.lifecycle import NodeStatus
 from nats.aio.msg import Msg
 
 from cic_provisioner.adapters.store import UnknownDeployment
-from cic_provisioner.domain.compute import ComputeBackend, LaunchError
+from cic_provisioner.domain.compute import Cluster, ComputeBackend, LaunchError, launch_plan
 
 __all__ = ["NodeStore", "Provisioner"]
 
 log = logging.getLogger(__name__)
 
 _ALREADY_UNDERWAY = frozenset({NodeStatus.INITIALIZING, NodeStatus.ACTIVE, NodeStatus.UNHEALTHY})
+
+
+class LaunchInProgress(Exception):
+    """Retryable: the event is redelivered once the other launch is done."""
 
 
 class NodeStore(Protocol):
@@ -40,6 +47,10 @@ class NodeStore(Protocol):
     async def record_event(self, envelope: Envelope, node_id: str) -> bool: ...
 
     async def node_secret_for_launch(self, node_id: str) -> str: ...
+
+    async def status_of(self, node_id: str) -> NodeStatus | None: ...
+
+    def launch_claim(self, node_id: str) -> AbstractAsyncContextManager[bool]: ...
 
 
 class Provisioner:
@@ -73,15 +84,27 @@ class Provisioner:
             log.info("launch skipped", extra={"node_id": event.node_id, "status": status.value})
             return
         node_id = event.node_id
-        await self._store.transition(
-            node_id, NodeStatus.LAUNCHING, "launching", backend=backend.name
-        )
+        async with self._store.launch_claim(node_id) as claimed:
+            if not claimed:
+                # Another instance is launching it: look again once it is done.
+                raise LaunchInProgress(f"{node_id} is being launched by another provisioner")
+            await self._launch_claimed(backend, node_id, event.spec)
+
+    async def _launch_claimed(self, backend: ComputeBackend, node_id: str, spec: NodeSpec) -> None:
+        status = await self._store.status_of(node_id)
+        if status not in (NodeStatus.REQUESTED, NodeStatus.LAUNCHING, *_ALREADY_UNDERWAY):
+            return
         secret = await self._store.node_secret_for_launch(node_id)
         try:
-            cluster = await backend.launch(node_id, event.spec, secret)
+            cluster = await self._launch(backend, node_id, spec, secret)
         except LaunchError as exc:
             await self._store.transition(node_id, NodeStatus.LAUNCH_FAILED, str(exc))
-            failed = LaunchFailed(node_id=node_id, reason=str(exc), retryable=exc.retryable)
+            failed = LaunchFailed(
+                node_id=node_id,
+                reason=str(exc),
+                retryable=exc.retryable,
+                reason_class=exc.reason_class,
+            )
             await self._bus.publish(failed, msg_id=f"launch-failed:{node_id}")
             return
         await self._store.transition(
@@ -91,8 +114,34 @@ class Provisioner:
             cluster_name=cluster.name,
             launched_at=cluster.launched_at,
         )
-        launched = NodeLaunched(node_id=node_id, cluster_name=cluster.name, backend=backend.name)
+        launched = NodeLaunched(node_id=node_id, cluster_name=cluster.name, backend=backend.name,
+                                endpoint=cluster.endpoint)  # fmt: skip
         await self._bus.publish(launched, msg_id=f"launched:{node_id}")
+
+    async def _launch(
+        self, backend: ComputeBackend, node_id: str, spec: NodeSpec, secret: str
+    ) -> Cluster:
+        """Each option of the launch plan in turn (spot, then on-demand when the spec
+        allows it) while the failure is a lack of capacity.
+
+        Raises:
+            LaunchError: the last option failed too, or a failure other than capacity.
+        """
+        options = launch_plan(spec)
+        for i, option in enumerate(options):
+            name = backend.cluster_name(node_id, option)
+            if await self._store.transition(node_id, NodeStatus.LAUNCHING, "launching",
+                                            backend=backend.name, cluster_name=name):  # fmt: skip
+                launching = NodeLaunching(node_id=node_id, cluster_name=name,
+                                          backend=backend.name)  # fmt: skip
+                await self._bus.publish(launching, msg_id=f"launching:{node_id}")
+            try:
+                return await backend.launch(node_id, option, secret)
+            except LaunchError as exc:
+                if exc.reason_class != "no_capacity" or i == len(options) - 1:
+                    raise
+                log.warning("no capacity; trying the next option", extra={"node_id": node_id})
+        raise AssertionError("a launch plan is never empty")
 
     async def on_terminate_requested(self, event: TerminateRequested, envelope: Envelope) -> None:
         await self._store.record_event(envelope, event.node_id)

@@ -146,6 +146,11 @@ def _deployment_view(row: Any) -> DeploymentView:
         use_spot=row["use_spot"],
         max_model_len=row["max_model_len"],
         engine_args=tuple(row["engine_args"]),
+        infra=row["infra"],
+        disk_size=row["disk_size"],
+        disk_tier=row["disk_tier"],
+        params_billion=row["params_billion"],
+        spot_fallback=row["spot_fallback"],
     )
     return DeploymentView(
         id=row["id"],
