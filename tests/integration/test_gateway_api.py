@@ -4,13 +4,17 @@ a clear OpenAI-shaped error, and the admin API does what it says."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 from cic_common.bus import Bus
+from cic_common.streams import PRICES_SUBJECT
 from cic_gateway.bootstrap import create_app
 from cic_gateway.domain.keys import generate_key
 from cic_gateway.settings import GatewaySettings
+from cic_provisioner.adapters.catalog import CatalogDirectory
+from cic_provisioner.entrypoints.prices import PriceResponder
 from conftest import Servers
 from support import published
 
@@ -180,3 +184,33 @@ async def test_a_revoked_key_stops_working(gateway: Gateway) -> None:
     revoked = await gateway.client.delete(f"/admin/keys/{key_id}", headers=gateway.admin)
     assert revoked.status_code == 204
     assert (await gateway.client.get("/v1/models", headers=user)).status_code == 401
+
+
+async def test_prices_come_from_the_provisioners_catalogs(
+    gateway: Gateway, bus: Bus, tmp_path: Path
+) -> None:
+    no_answer = await gateway.client.get("/admin/prices?gpu=H100", headers=gateway.admin)
+    assert no_answer.status_code == 503
+    (tmp_path / "lambda").mkdir()
+    (tmp_path / "lambda" / "vms.csv").write_text(
+        "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,Region,GpuInfo,"
+        "SpotPrice\ngpu_8x_h100,H100,8.0,208.0,1800.0,23.92,us-east-1,,\n"
+        "gpu_8x_h100,H100,8.0,208.0,1800.0,24.50,us-west-1,,\n"
+    )
+    responder = PriceResponder(CatalogDirectory(tmp_path))
+    sub = await bus.nc.subscribe(PRICES_SUBJECT, cb=responder.on_request)
+    try:
+        answer = await gateway.client.get(
+            "/admin/prices", params={"gpu": "H100", "count": 8}, headers=gateway.admin
+        )
+        bad = await gateway.client.get("/admin/prices?gpu=H100&count=0", headers=gateway.admin)
+    finally:
+        await sub.unsubscribe()
+    assert answer.status_code == 200
+    assert [(o["region"], o["on_demand_per_hour"]) for o in answer.json()["data"]] == [
+        ("us-east-1", 23.92),
+        ("us-west-1", 24.5),
+    ]
+    assert answer.json()["clouds"] == ["lambda"]
+    assert bad.status_code == 400
+    error_of(bad)

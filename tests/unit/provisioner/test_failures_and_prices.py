@@ -8,6 +8,7 @@ import pytest
 from cic_provisioner.adapters.catalog import CatalogDirectory
 from cic_provisioner.domain.failures import classify
 from cic_provisioner.domain.prices import parse_catalog, rank_options
+from cic_provisioner.entrypoints.prices import PriceResponder
 
 
 @pytest.mark.parametrize(
@@ -97,3 +98,12 @@ def test_prices_on_the_real_lambda_catalog() -> None:
     assert eight[0].on_demand > one[0].on_demand
     assert [o.on_demand for o in one] == sorted(o.on_demand or 0 for o in one)
     assert rank_options(rows, "H100", 1, spot=True) == []  # Lambda sells no spot
+
+
+@pytest.mark.parametrize(
+    "raw", [b"{", b'{"count": 8}', b'{"gpu": "H100; rm -rf /"}', b'{"gpu": "H100", "x": 1}']
+)
+def test_malformed_price_queries_get_an_error_not_silence(raw: bytes, tmp_path: Path) -> None:
+    answer = PriceResponder(CatalogDirectory(tmp_path)).answer(raw)
+    assert set(answer) == {"error"}
+    assert answer["error"]

@@ -13,6 +13,7 @@ from cic_common.events import EVENT_TYPES, Heartbeat
 __all__ = [
     "DLQ_PREFIX",
     "INVENTORY_SUBJECT",
+    "PRICES_SUBJECT",
     "STREAMS",
     "StreamSpec",
     "dlq_subject",
@@ -22,6 +23,8 @@ __all__ = [
 DLQ_PREFIX = "dlq"
 INVENTORY_SUBJECT = "cic.inventory.request"
 """Core NATS request/reply: the provisioner answers with the clusters it knows."""
+PRICES_SUBJECT = "cic.prices.request"
+"""Core NATS request/reply: the provisioner answers with priced places for a GPU shape."""
 
 _DAY = 24 * 3600
 

@@ -15,6 +15,14 @@ class ProvisionerSettings(CommonSettings):
     heartbeat_interval: float = Field(10.0, gt=0, description="heartbeat period of new nodes")
     launch_concurrency: int = Field(8, ge=1, description="launches handled at once")
     stop_timeout: float = Field(15.0, gt=0, description="seconds a node gets to drain")
+    backends: list[str] = Field(
+        default_factory=lambda: ["local"], description='JSON list: "local", "skypilot"'
+    )
+    agent_package: str = Field("cic-node-agent", description="pip requirement for cloud nodes")
+    vllm_package: str = Field("vllm", description="pip requirement for cloud nodes")
+    skypilot_concurrency: int = Field(4, ge=1, description="SkyPilot launches at once")
+    skypilot_launch_timeout: float = Field(1800.0, gt=0)
+    catalog_dir: Path = Field(Path("~/.sky/catalogs/v8"), description="SkyPilot catalogs")
     node_env: dict[str, str] = Field(
         default_factory=dict,
         description='JSON: extra environment of local nodes, e.g. {"CIC_CLOUD": "aws"}',

@@ -1,13 +1,17 @@
-"""The admin API: deployments, nodes and API keys. Admin keys only."""
+"""The admin API: deployments, nodes, prices and API keys. Admin keys only."""
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 from cic_common.events import DeploymentChanged
-from fastapi import APIRouter, Depends, Request, Response
+from cic_common.streams import PRICES_SUBJECT
+from fastapi import APIRouter, Depends, Query, Request, Response
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 
 from cic_gateway.domain.deployments import DeploymentCreate, DeploymentPatch, KeyCreate
 from cic_gateway.domain.errors import ApiError
@@ -88,6 +92,27 @@ async def list_nodes(request: Request, deployment_id: str | None = None) -> dict
 async def node_events(node_id: str, request: Request) -> dict[str, Any]:
     """What was asked of the node and what it reported, from the node event log."""
     return {"data": await request.app.state.deployments.node_events(node_id)}
+
+
+@router.get("/prices")
+async def prices(
+    request: Request,
+    gpu: Annotated[str, Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")],
+    count: Annotated[int, Query(ge=1, le=64)] = 1,
+    spot: bool = False,
+) -> dict[str, Any]:
+    """Hourly prices of ``count`` x ``gpu`` wherever the catalogs sell it, cheapest first
+    (asked of the provisioner, which reads SkyPilot's catalogs)."""
+    query = json.dumps({"gpu": gpu, "count": count, "spot": spot}).encode()
+    try:
+        reply = await request.app.state.bus.nc.request(PRICES_SUBJECT, query, timeout=10)
+    except (NatsTimeout, NoRespondersError) as exc:
+        raise ApiError(503, "no provisioner answered the price request", retry_after=5) from exc
+    body = json.loads(reply.data)
+    if "error" in body:
+        raise ApiError(400, str(body["error"]))
+    return {"object": "list", "gpu": gpu, "count": count, "spot": spot,
+            "clouds": body["clouds"], "data": body["options"]}  # fmt: skip
 
 
 @router.post("/keys", status_code=201)
