@@ -127,9 +127,11 @@ class SkyPilotBackend:
             if not name.startswith(CLUSTER_PREFIX) or node_id is None:
                 continue
             launched = _field(record, "launched_at") or 0
+            status = _field(record, "status")
             clusters.append(
-                Cluster(name, node_id, self.name, datetime.fromtimestamp(launched, UTC))
-            )
+                Cluster(name, node_id, self.name, datetime.fromtimestamp(launched, UTC),
+                        status=str(getattr(status, "value", status) or "UNKNOWN"))
+            )  # fmt: skip
         return clusters
 
     async def _find(self, node_id: str) -> Cluster | None:

@@ -49,6 +49,8 @@ class Cluster:
     """The agent's process, for the local backend."""
     endpoint: str | None = None
     """The engine's address, when the backend knows it at launch."""
+    status: str = "UP"
+    """As the backend reports it (SkyPilot: INIT, UP, STOPPED)."""
 
 
 class ComputeBackend(Protocol):

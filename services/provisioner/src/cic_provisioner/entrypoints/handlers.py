@@ -170,6 +170,7 @@ class Provisioner:
                     "node_id": c.node_id,
                     "backend": c.backend,
                     "launched_at": c.launched_at.isoformat(),
+                    "status": c.status,
                 }
                 for c in found
             ]
