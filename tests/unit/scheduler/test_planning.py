@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from cic_common.events import NodeSpec
 from cic_common.lifecycle import NodeStatus
+from cic_scheduler.domain.placement import PlacementPolicy
 from cic_scheduler.domain.planning import (
     DeploymentView,
     DrainNode,
@@ -96,3 +98,46 @@ def test_terminate_is_resent_only_when_due() -> None:
     stale = plan(deployment(0), [node("a", S.DRAINING, age=60, sent_ago=40)], NOW)
     assert fresh == []
     assert stale == [RequestTerminate("a", True)]
+
+
+ZONES = ("aws/us-east-1/us-east-1a", "aws/us-east-1/us-east-1b", "aws/us-west-2/us-west-2a")
+
+
+def spot_deployment(replicas: int) -> DeploymentView:
+    policy = PlacementPolicy(spot="spot_with_fallback", spot_spares=0)
+    return DeploymentView("d1", 1, replicas, False, SPEC, policy=policy, locations=ZONES)
+
+
+def spot_node(node_id: str, zone: str, status: NodeStatus, reason: str = "") -> NodeView:
+    at = NOW - timedelta(seconds=30)
+    return NodeView(node_id, status, at, at, at, location=zone, spot=True, reason=reason)
+
+
+def launched_where(decisions: Sequence[object]) -> list[tuple[str | None, bool]]:
+    return [(d.spec.infra, d.spec.use_spot) for d in decisions if isinstance(d, LaunchReplica)]
+
+
+def test_a_warned_spot_node_is_replaced_at_once_in_another_zone() -> None:
+    nodes = [
+        spot_node("a", ZONES[0], S.DRAINING, "termination warning from aws, deadline 08:02"),
+        spot_node("b", ZONES[1], S.ACTIVE),
+    ]
+    assert launched_where(plan(spot_deployment(2), nodes, NOW)) == [(ZONES[2], True)]
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [(S.LOST, "cluster missing at its backend"),
+     (S.LAUNCH_FAILED, "no_capacity: ResourcesUnavailableError: no V100")],
+)  # fmt: skip
+def test_a_zone_that_lost_or_refused_spot_is_avoided(status: NodeStatus, reason: str) -> None:
+    nodes = [spot_node("a", ZONES[0], status, reason), spot_node("b", ZONES[2], S.ACTIVE)]
+    assert launched_where(plan(spot_deployment(2), nodes, NOW)) == [(ZONES[1], True)]
+
+
+def test_a_scale_down_drain_is_not_a_zone_in_trouble() -> None:
+    nodes = [
+        spot_node("a", ZONES[0], S.DRAINING, "scaled down"),
+        spot_node("b", ZONES[1], S.ACTIVE),
+    ]
+    assert launched_where(plan(spot_deployment(2), nodes, NOW)) == [(ZONES[0], True)]

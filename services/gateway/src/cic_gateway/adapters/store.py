@@ -15,9 +15,9 @@ from cic_gateway.domain.keys import ParsedKey, generate_key, hash_secret, secret
 __all__ = ["ApiKey", "DeploymentStore", "KeyStore"]
 
 _DEPLOYMENT_COLUMNS = (
-    "id, name, model, replicas, engine, backend, accelerator, use_spot, max_model_len,"
-    " engine_args, infra, disk_size, disk_tier, params_billion, spot_fallback, generation,"
-    " created_at, updated_at, deleted_at"
+    "id, name, model, replicas, engine, backend, accelerator, max_model_len, engine_args,"
+    " spot_policy, placement, locations, spot_spares, disk_size, disk_tier, params_billion,"
+    " generation, created_at, updated_at, deleted_at"
 )
 
 
@@ -33,8 +33,9 @@ class DeploymentStore:
         name = spec.name or f"{_slug(spec.model)}-{dep_id[1:7]}"
         row = await self._pool.fetchrow(
             "INSERT INTO deployments (id, name, model, replicas, engine, backend, accelerator,"
-            " use_spot, max_model_len, engine_args, infra, disk_size, disk_tier, params_billion,"
-            " spot_fallback) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
+            " max_model_len, engine_args, spot_policy, placement, locations, spot_spares,"
+            " disk_size, disk_tier, params_billion)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)"
             f" RETURNING {_DEPLOYMENT_COLUMNS}",
             dep_id,
             name,
@@ -43,14 +44,15 @@ class DeploymentStore:
             spec.engine,
             spec.backend,
             spec.accelerator,
-            spec.use_spot,
             spec.max_model_len,
             spec.engine_args,
-            spec.infra,
+            spec.spot_policy,
+            spec.placement,
+            spec.locations,
+            spec.spot_spares,
             spec.disk_size,
             spec.disk_tier,
             spec.params_billion,
-            spec.spot_fallback,
         )
         return dict(row)
 

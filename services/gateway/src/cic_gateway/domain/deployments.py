@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 __all__ = ["DeploymentCreate", "DeploymentPatch", "KeyCreate"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_INFRA = r"^[a-z0-9-]+(/[a-z0-9-]+){0,2}$"
 
 
 class DeploymentCreate(BaseModel):
@@ -23,16 +24,22 @@ class DeploymentCreate(BaseModel):
     engine: Literal["sim", "vllm"] = "sim"
     backend: str = Field("local", pattern=r"^[a-z][a-z0-9-]{0,31}$")
     accelerator: str | None = Field(None, pattern=r"^[A-Za-z0-9-]+:[1-9][0-9]?$")
-    use_spot: bool = False
     max_model_len: int = Field(4096, gt=0, le=1_048_576)
     engine_args: list[str] = Field(default_factory=list, max_length=64)
-    infra: str | None = Field(
-        None, pattern=r"^[a-z0-9-]+(/[a-z0-9-]+){0,2}$", examples=["aws/us-east-1"]
+    spot_policy: Literal["on_demand", "spot_only", "spot_with_fallback"] = "on_demand"
+    placement: Literal["spread", "packed"] = Field(
+        "spread", description="spread replicas over the locations, or pack the cheapest"
     )
+    locations: list[Annotated[str, StringConstraints(pattern=_INFRA)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="cloud[/region[/zone]] in order of preference; empty: SkyPilot chooses",
+        examples=[["aws/us-east-1/us-east-1a", "aws/us-west-2"]],
+    )
+    spot_spares: int = Field(1, ge=0, le=16, description="spot replicas beyond the count")
     disk_size: int | None = Field(None, gt=0, le=65536, description="GB")
     disk_tier: Literal["low", "medium", "high", "ultra", "best"] | None = None
     params_billion: float | None = Field(None, gt=0, le=10000)
-    spot_fallback: bool = False
 
     @field_validator("name")
     @classmethod

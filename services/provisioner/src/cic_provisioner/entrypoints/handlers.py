@@ -98,7 +98,8 @@ class Provisioner:
         try:
             cluster = await self._launch(backend, node_id, spec, secret)
         except LaunchError as exc:
-            await self._store.transition(node_id, NodeStatus.LAUNCH_FAILED, str(exc))
+            reason = f"{exc.reason_class}: {exc}"
+            await self._store.transition(node_id, NodeStatus.LAUNCH_FAILED, reason)
             failed = LaunchFailed(
                 node_id=node_id,
                 reason=str(exc),

@@ -16,6 +16,7 @@ from cic_common.events import (
 from cic_common.ids import new_node_id
 from cic_common.lifecycle import TERMINAL, NodeStatus, allowed_from
 
+from cic_scheduler.domain.placement import PlacementPolicy
 from cic_scheduler.domain.planning import (
     Decision,
     DeploymentView,
@@ -69,10 +70,13 @@ class SchedulerStore:
             if row is None:
                 return []
             deployment = _deployment_view(row)
+            # Live nodes, and those ended within the backoff: they say where spot failed.
             node_rows = await conn.fetch(
-                "SELECT * FROM nodes WHERE deployment_id = $1 AND NOT (status = ANY($2::text[]))",
+                "SELECT * FROM nodes WHERE deployment_id = $1 AND (NOT (status = ANY($2::text[]))"
+                " OR updated_at > now() - $3::interval)",
                 deployment_id,
                 sorted(s.value for s in TERMINAL),
+                deployment.policy.backoff,
             )
             by_id = {r["id"]: r for r in node_rows}
             decisions = planner(deployment, [_node_view(r) for r in node_rows])
@@ -143,14 +147,14 @@ def _deployment_view(row: Any) -> DeploymentView:
         engine=row["engine"],
         backend=row["backend"],
         accelerator=row["accelerator"],
-        use_spot=row["use_spot"],
         max_model_len=row["max_model_len"],
         engine_args=tuple(row["engine_args"]),
-        infra=row["infra"],
         disk_size=row["disk_size"],
         disk_tier=row["disk_tier"],
         params_billion=row["params_billion"],
-        spot_fallback=row["spot_fallback"],
+    )
+    policy = PlacementPolicy(
+        strategy=row["placement"], spot=row["spot_policy"], spot_spares=row["spot_spares"]
     )
     return DeploymentView(
         id=row["id"],
@@ -158,6 +162,8 @@ def _deployment_view(row: Any) -> DeploymentView:
         replicas=row["replicas"],
         deleted=row["deleted_at"] is not None,
         spec=spec,
+        policy=policy,
+        locations=tuple(row["locations"]),
     )
 
 
@@ -168,4 +174,7 @@ def _node_view(row: Any) -> NodeView:
         requested_at=row["requested_at"],
         updated_at=row["updated_at"],
         command_sent_at=row["command_sent_at"],
+        location=row["spec"].get("infra"),
+        spot=bool(row["spec"].get("use_spot")),
+        reason=row["status_reason"],
     )

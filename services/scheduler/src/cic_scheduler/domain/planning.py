@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cic_common.events import NodeSpec
 from cic_common.lifecycle import LIVE, NodeStatus
+
+from cic_scheduler.domain.placement import PlacementPolicy, Replica, Trouble, fleet_plan
 
 __all__ = [
     "Decision",
@@ -27,6 +29,9 @@ class DeploymentView:
     replicas: int
     deleted: bool
     spec: NodeSpec
+    """What every node runs; placement fills in ``infra`` and ``use_spot`` per node."""
+    policy: PlacementPolicy = field(default_factory=PlacementPolicy)
+    locations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,9 @@ class NodeView:
     requested_at: datetime
     updated_at: datetime
     command_sent_at: datetime | None
+    location: str | None = None
+    spot: bool = False
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,13 +80,16 @@ class RequestTerminate:
 
 Decision = LaunchReplica | DrainNode | ResendLaunch | RequestTerminate
 
-_DRAIN_FIRST = {
-    NodeStatus.REQUESTED: 0,
-    NodeStatus.LAUNCHING: 1,
-    NodeStatus.UNHEALTHY: 2,
-    NodeStatus.INITIALIZING: 3,
-    NodeStatus.ACTIVE: 4,
-}
+
+def _troubled(node: NodeView) -> bool:
+    """A spot node the cloud took or would not give: its location is avoided a while."""
+    if not node.spot or node.location is None:
+        return False
+    if node.status is NodeStatus.DRAINING:
+        return node.reason.startswith("termination warning")
+    if node.status is NodeStatus.LAUNCH_FAILED:
+        return node.reason.startswith(("no_capacity", "quota"))
+    return node.status is NodeStatus.LOST
 
 
 def plan(
@@ -89,24 +100,31 @@ def plan(
 ) -> list[Decision]:
     """Decisions that bring ``deployment`` to its replica count; idempotent in effect.
 
-    - Fewer live nodes than wanted: launch the difference. Draining, dead and lost nodes
-      do not count, so they are replaced at once.
-    - More: drain the least useful first (not yet launched, then unhealthy, then the newest).
+    - Where and on which market to launch, and what to retire, is ``fleet_plan``'s
+      call: draining, dead and lost nodes do not count, so they are replaced at once,
+      in another location when the cloud took them; the least useful go first.
     - A deleted deployment wants none.
     - Commands without an outcome after ``resend_after`` are sent again.
+    ``nodes`` may include recently ended ones: they tell which locations are in trouble.
     """
     desired = 0 if deployment.deleted else deployment.replicas
     live = [n for n in nodes if n.status in LIVE]
-    decisions: list[Decision] = []
-    if len(live) < desired:
-        decisions += [
-            LaunchReplica(deployment.id, deployment.generation, deployment.spec)
-            for _ in range(desired - len(live))
-        ]
-    elif len(live) > desired:
-        ranked = sorted(live, key=lambda n: (_DRAIN_FIRST[n.status], -n.requested_at.timestamp()))
-        reason = "deployment deleted" if deployment.deleted else "scaled down"
-        decisions += [DrainNode(n.id, reason) for n in ranked[: len(live) - desired]]
+    fleet = [
+        Replica(n.id, n.location, n.spot, n.status is NodeStatus.ACTIVE, now - n.requested_at)
+        for n in live
+    ]
+    troubles = [Trouble(n.location, n.updated_at) for n in nodes if _troubled(n) and n.location]
+    placed = fleet_plan(desired, fleet, deployment.locations, troubles, now, deployment.policy)
+    decisions: list[Decision] = [
+        LaunchReplica(
+            deployment.id,
+            deployment.generation,
+            deployment.spec.model_copy(update={"infra": launch.location, "use_spot": launch.spot}),
+        )
+        for launch in placed.launches
+    ]
+    reason = "deployment deleted" if deployment.deleted else "scaled down"
+    decisions += [DrainNode(node_id, reason) for node_id in placed.retire]
     draining = {d.node_id for d in decisions if isinstance(d, DrainNode)}
     for node in nodes:
         if node.id in draining:
