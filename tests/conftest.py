@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from cic_common.bus import Bus
 from cic_common.streams import STREAMS
+from cic_gateway.domain.keys import generate_key
 from cic_local.infra import (
     PrivateNats,
     create_database,
@@ -24,6 +26,8 @@ from cic_local.infra import (
     free_port,
     stop_infra,
 )
+from cic_local.platform import Platform, stop_nodes
+from support import eventually
 
 TEST_REDIS_DB = 13
 """Tests never touch the Redis database a local platform uses (0)."""
@@ -90,3 +94,48 @@ async def bus(servers: Servers) -> AsyncIterator[Bus]:
             await bus.js.delete_consumer(spec.name, info.name)
     yield bus
     await bus.close()
+
+
+@dataclass(frozen=True)
+class Running:
+    platform: Platform
+    admin: httpx.AsyncClient
+    base_url: str
+    database: str
+
+
+@pytest.fixture
+async def running(
+    servers: Servers, database: str, state_dir: Path, gateway_port: int, bus: Bus
+) -> AsyncIterator[Running]:
+    admin_key, _ = generate_key()
+    platform = Platform(
+        state_dir,
+        {
+            "CIC_NATS_URL": servers.nats_url,
+            "CIC_POSTGRES_DSN": database,
+            "CIC_REDIS_URL": servers.redis_url,
+            "CIC_ADMIN_KEY": admin_key,
+            "CIC_PORT": str(gateway_port),
+            "CIC_LOG_LEVEL": "DEBUG",
+        },
+    )
+    base_url = f"http://127.0.0.1:{gateway_port}"
+    platform.start()
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    try:
+        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as admin:
+
+            async def gateway_up() -> bool:
+                try:
+                    return (await admin.get("/healthz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(gateway_up)
+            yield Running(platform, admin, base_url, database)
+    finally:
+        platform.stop()
+        stop_nodes(state_dir)
+        for name in platform.running():
+            print(f"--- {name}\n{platform.log_tail(name, 40)}")

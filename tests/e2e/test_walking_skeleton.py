@@ -4,67 +4,17 @@ PostgreSQL and Redis, spoken to with the official ``openai`` client."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import openai
 import pytest
 from cic_common.bus import Bus
 from cic_common.processes import carries_env
-from cic_gateway.domain.keys import generate_key
-from cic_local.platform import Platform, stop_nodes
-from conftest import Servers
+from conftest import Running
 from support import eventually, published
 
 pytestmark = pytest.mark.e2e
 
 MODEL = "e2e-model"
-
-
-@dataclass(frozen=True)
-class Running:
-    platform: Platform
-    admin: httpx.AsyncClient
-    base_url: str
-
-
-@pytest.fixture
-async def running(
-    servers: Servers, database: str, state_dir: Path, gateway_port: int, bus: Bus
-) -> AsyncIterator[Running]:
-    admin_key, _ = generate_key()
-    platform = Platform(
-        state_dir,
-        {
-            "CIC_NATS_URL": servers.nats_url,
-            "CIC_POSTGRES_DSN": database,
-            "CIC_REDIS_URL": servers.redis_url,
-            "CIC_ADMIN_KEY": admin_key,
-            "CIC_PORT": str(gateway_port),
-            "CIC_LOG_LEVEL": "DEBUG",
-        },
-    )
-    base_url = f"http://127.0.0.1:{gateway_port}"
-    platform.start()
-    headers = {"Authorization": f"Bearer {admin_key}"}
-    try:
-        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as admin:
-
-            async def gateway_up() -> bool:
-                try:
-                    return (await admin.get("/healthz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await eventually(gateway_up)
-            yield Running(platform, admin, base_url)
-    finally:
-        platform.stop()
-        stop_nodes(state_dir)
-        for name in platform.running():
-            print(f"--- {name}\n{platform.log_tail(name, 40)}")
 
 
 def processes_of(node_id: str) -> list[int]:
