@@ -39,7 +39,11 @@ def local_tuning() -> tuple[ServiceSpec, ...]:
     """Each service with the short periods that suit one machine and a demo."""
     return (
         ServiceSpec("provisioner", "cic_provisioner", {"CIC_HEARTBEAT_INTERVAL": "2"}),
-        ServiceSpec("scheduler", "cic_scheduler", {"CIC_RECONCILE_INTERVAL": "2"}),
+        ServiceSpec(
+            "scheduler",
+            "cic_scheduler",
+            {"CIC_RECONCILE_INTERVAL": "2", "CIC_AUTOSCALE_INTERVAL": "2"},
+        ),
         ServiceSpec("health", "cic_health", {"CIC_CHECK_INTERVAL": "1", "CIC_LATE_AFTER": "10"}),
         ServiceSpec(
             "reconciler",

@@ -11,12 +11,16 @@ from cic_common.events import (
     NodeTerminated,
     TerminationWarning,
 )
+from cic_common.leases import RedisLease
 from cic_common.loops import Loop
 from cic_common.nodes import NodeRepository
+from cic_common.replicas import ReplicaTable
 from cic_common.service import Part, serve
 from cic_common.signing import NodeAuthenticator
+from redis.asyncio import Redis
 
 from cic_scheduler.adapters.store import SchedulerStore
+from cic_scheduler.entrypoints.autoscaler import Autoscaler
 from cic_scheduler.entrypoints.handlers import Scheduler
 from cic_scheduler.settings import SchedulerSettings
 
@@ -28,8 +32,10 @@ async def run(settings: SchedulerSettings) -> None:
     await migrate(pool)
     bus = await Bus.connect(settings.nats_url, producer=f"scheduler/{settings.instance_id}")
     store = SchedulerStore(pool)
+    redis = Redis.from_url(settings.redis_url)
     nodes = NodeRepository(pool)
     scheduler = Scheduler(store, nodes, bus, settings.resend_after)
+    autoscaler = Autoscaler(store, ReplicaTable(redis), scheduler.reconcile)
     md = settings.max_deliver
     parts: list[Part] = [
         bus.consumer(DeploymentChanged, "scheduler-deployment-changed",
@@ -44,6 +50,13 @@ async def run(settings: SchedulerSettings) -> None:
                      max_deliver=md),
         bus.consumer(NodeLost, "scheduler-node-lost", scheduler.on_node_gone, max_deliver=md),
         Loop(
+            "scheduler-autoscale",
+            autoscaler.due,
+            autoscaler.process,
+            interval=settings.autoscale_interval,
+            lease=RedisLease(redis, "scheduler-autoscale", 3 * settings.autoscale_interval),
+        ),
+        Loop(
             "scheduler-reconcile",
             store.deployments_to_reconcile,
             scheduler.reconcile,
@@ -54,4 +67,5 @@ async def run(settings: SchedulerSettings) -> None:
         await serve(parts)
     finally:
         await bus.close()
+        await redis.aclose()
         await pool.close()

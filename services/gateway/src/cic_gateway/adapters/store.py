@@ -17,6 +17,7 @@ __all__ = ["ApiKey", "DeploymentStore", "KeyStore"]
 _DEPLOYMENT_COLUMNS = (
     "id, name, model, replicas, engine, backend, accelerator, max_model_len, engine_args,"
     " spot_policy, placement, locations, spot_spares, disk_size, disk_tier, params_billion,"
+    " autoscaler, min_replicas, max_replicas, target_in_flight, autoscaled_replicas,"
     " generation, created_at, updated_at, deleted_at"
 )
 
@@ -34,8 +35,9 @@ class DeploymentStore:
         row = await self._pool.fetchrow(
             "INSERT INTO deployments (id, name, model, replicas, engine, backend, accelerator,"
             " max_model_len, engine_args, spot_policy, placement, locations, spot_spares,"
-            " disk_size, disk_tier, params_billion)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)"
+            " disk_size, disk_tier, params_billion, autoscaler, min_replicas, max_replicas,"
+            " target_in_flight) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,"
+            " $16,$17,$18,$19,$20)"
             f" RETURNING {_DEPLOYMENT_COLUMNS}",
             dep_id,
             name,
@@ -53,6 +55,10 @@ class DeploymentStore:
             spec.disk_size,
             spec.disk_tier,
             spec.params_billion,
+            spec.autoscaler,
+            spec.min_replicas if spec.min_replicas is not None else spec.replicas,
+            spec.max_replicas if spec.max_replicas is not None else spec.replicas,
+            spec.target_in_flight,
         )
         return dict(row)
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 __all__ = ["DeploymentCreate", "DeploymentPatch", "KeyCreate"]
 
@@ -40,6 +47,20 @@ class DeploymentCreate(BaseModel):
     disk_size: int | None = Field(None, gt=0, le=65536, description="GB")
     disk_tier: Literal["low", "medium", "high", "ultra", "best"] | None = None
     params_billion: float | None = Field(None, gt=0, le=10000)
+    autoscaler: Literal["none", "in_flight", "queue"] = Field(
+        "none", description="none keeps `replicas`; the others track load within min/max"
+    )
+    min_replicas: int | None = Field(None, ge=0, le=256)
+    max_replicas: int | None = Field(None, ge=1, le=256)
+    target_in_flight: float = Field(8.0, gt=0, le=10000, description="per ready replica")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> DeploymentCreate:
+        low = self.min_replicas if self.min_replicas is not None else self.replicas
+        high = self.max_replicas if self.max_replicas is not None else self.replicas
+        if not low <= self.replicas <= high:
+            raise ValueError("min_replicas <= replicas <= max_replicas must hold")
+        return self
 
     @field_validator("name")
     @classmethod

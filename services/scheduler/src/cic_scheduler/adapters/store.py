@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -16,6 +18,7 @@ from cic_common.events import (
 from cic_common.ids import new_node_id
 from cic_common.lifecycle import TERMINAL, NodeStatus, allowed_from
 
+from cic_scheduler.domain.autoscaling import AutoscalePolicy, Proposal
 from cic_scheduler.domain.placement import PlacementPolicy
 from cic_scheduler.domain.planning import (
     Decision,
@@ -27,7 +30,17 @@ from cic_scheduler.domain.planning import (
     ResendLaunch,
 )
 
-__all__ = ["Outbox", "SchedulerStore"]
+__all__ = ["AutoscaledDeployment", "Outbox", "SchedulerStore"]
+
+
+@dataclass(frozen=True)
+class AutoscaledDeployment:
+    id: str
+    model: str
+    current: int
+    policy: AutoscalePolicy
+    proposal: Proposal | None
+
 
 Outbox = list[tuple[Event, str]]
 """Events to publish after the transaction commits, with their ``Nats-Msg-Id``."""
@@ -47,6 +60,43 @@ class SchedulerStore:
             sorted(s.value for s in TERMINAL),
         )
         return [r["id"] for r in rows]
+
+    async def autoscaled(self) -> list[AutoscaledDeployment]:
+        rows = await self._pool.fetch(
+            "SELECT id, model, replicas, autoscaler, min_replicas, max_replicas,"
+            " target_in_flight, autoscaled_replicas, autoscale_proposal FROM deployments"
+            " WHERE deleted_at IS NULL AND autoscaler <> 'none' ORDER BY id"
+        )
+        found = []
+        for r in rows:
+            last = r["autoscale_proposal"]
+            policy = AutoscalePolicy(
+                name=r["autoscaler"],
+                min_replicas=r["min_replicas"] if r["min_replicas"] is not None else r["replicas"],
+                max_replicas=r["max_replicas"] if r["max_replicas"] is not None else r["replicas"],
+                target=r["target_in_flight"],
+            )
+            proposal = None
+            if last:
+                proposal = Proposal(last["replicas"], datetime.fromisoformat(last["since"]))
+            current = r["autoscaled_replicas"] or r["replicas"]
+            found.append(AutoscaledDeployment(r["id"], r["model"], current, policy, proposal))
+        return found
+
+    async def save_autoscale(
+        self, deployment_id: str, replicas: int, proposal: Proposal | None
+    ) -> None:
+        """The scheduler's own fact: the count it holds, and what it is waiting to do."""
+        memory = None
+        if proposal is not None:
+            memory = {"replicas": proposal.replicas, "since": proposal.since.isoformat()}
+        await self._pool.execute(
+            "UPDATE deployments SET autoscaled_replicas = $2, autoscale_proposal = $3"
+            " WHERE id = $1",
+            deployment_id,
+            replicas,
+            memory,
+        )
 
     async def deployment_of(self, node_id: str) -> str | None:
         value: str | None = await self._pool.fetchval(
@@ -156,10 +206,11 @@ def _deployment_view(row: Any) -> DeploymentView:
     policy = PlacementPolicy(
         strategy=row["placement"], spot=row["spot_policy"], spot_spares=row["spot_spares"]
     )
+    autoscaled = row["autoscaler"] != "none" and row["autoscaled_replicas"] is not None
     return DeploymentView(
         id=row["id"],
         generation=row["generation"],
-        replicas=row["replicas"],
+        replicas=row["autoscaled_replicas"] if autoscaled else row["replicas"],
         deleted=row["deleted_at"] is not None,
         spec=spec,
         policy=policy,
