@@ -214,3 +214,34 @@ async def test_prices_come_from_the_provisioners_catalogs(
     assert answer.json()["clouds"] == ["lambda"]
     assert bad.status_code == 400
     error_of(bad)
+
+
+async def test_changing_what_nodes_run_bumps_the_revision_and_scaling_does_not(
+    gateway: Gateway,
+) -> None:
+    admin = gateway.admin
+    created = await gateway.client.post(
+        "/admin/deployments", json={"model": "rolling", "replicas": 1}, headers=admin
+    )
+    dep_id = created.json()["id"]
+    assert created.json()["revision"] == 1
+    scaled = await gateway.client.patch(
+        f"/admin/deployments/{dep_id}", json={"replicas": 2}, headers=admin
+    )
+    assert (scaled.json()["revision"], scaled.json()["replicas"]) == (1, 2)
+    same = await gateway.client.patch(
+        f"/admin/deployments/{dep_id}", json={"model": "rolling"}, headers=admin
+    )
+    assert same.json()["revision"] == 1
+    changed = await gateway.client.patch(
+        f"/admin/deployments/{dep_id}",
+        json={"model": "rolling-v2", "engine_args": ["--enforce-eager"]},
+        headers=admin,
+    )
+    assert changed.json()["revision"] == 2
+    assert changed.json()["engine_args"] == ["--enforce-eager"]
+    for bad in ({}, {"model": "has space"}, {"replicas": 1, "name": "x"}):
+        refused = await gateway.client.patch(
+            f"/admin/deployments/{dep_id}", json=bad, headers=admin
+        )
+        assert refused.status_code == 400, bad

@@ -141,3 +141,39 @@ def test_a_scale_down_drain_is_not_a_zone_in_trouble() -> None:
         spot_node("b", ZONES[1], S.ACTIVE),
     ]
     assert launched_where(plan(spot_deployment(2), nodes, NOW)) == [(ZONES[0], True)]
+
+
+def versioned(node_id: str, status: NodeStatus, revision: int, age: float = 600) -> NodeView:
+    at = NOW - timedelta(seconds=age)
+    return NodeView(node_id, status, at, at, at, revision=revision)
+
+
+def rolled(replicas: int, nodes: list[NodeView]) -> tuple[int, list[str]]:
+    deployment = DeploymentView("d1", 5, replicas, False, SPEC, revision=2)
+    decisions = plan(deployment, nodes, NOW)
+    launched = [d for d in decisions if isinstance(d, LaunchReplica)]
+    assert all(d.generation == 2 for d in launched)
+    return len(launched), [d.node_id for d in decisions if isinstance(d, DrainNode)]
+
+
+@pytest.mark.parametrize(
+    ("nodes", "launches", "drains"),
+    [
+        pytest.param([versioned("a", S.ACTIVE, 1), versioned("b", S.ACTIVE, 1)], 1, [],
+                     id="surge-one-new-first"),
+        pytest.param([versioned("a", S.ACTIVE, 1), versioned("b", S.ACTIVE, 1),
+                      versioned("n1", S.INITIALIZING, 2)], 0, [], id="wait-for-it"),
+        pytest.param([versioned("a", S.ACTIVE, 1, age=900), versioned("b", S.ACTIVE, 1),
+                      versioned("n1", S.ACTIVE, 2)], 1, ["a"], id="then-drain-the-oldest"),
+        pytest.param([versioned("b", S.ACTIVE, 1), versioned("n1", S.ACTIVE, 2),
+                      versioned("n2", S.ACTIVE, 2)], 0, ["b"], id="last-old-one-goes"),
+        pytest.param([versioned("a", S.UNHEALTHY, 1), versioned("b", S.ACTIVE, 1)], 1, ["a"],
+                     id="an-unready-old-one-goes-at-once"),
+        pytest.param([versioned("n1", S.ACTIVE, 2), versioned("n2", S.ACTIVE, 2)], 0, [],
+                     id="done"),
+    ],
+)  # fmt: skip
+def test_a_rolling_update_never_drops_below_the_replica_count(
+    nodes: list[NodeView], launches: int, drains: list[str]
+) -> None:
+    assert rolled(2, nodes) == (launches, drains)

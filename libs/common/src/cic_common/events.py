@@ -98,7 +98,7 @@ class LaunchRequested(Event):
         examples=["n0123456789ab"],
     )
     deployment_id: str = Field(examples=["d0123456789ab"])
-    generation: int = Field(1, ge=1, description="deployment generation this node serves")
+    generation: int = Field(1, ge=1, description="the deployment revision the node runs")
     spec: NodeSpec
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from cic_common.ids import new_deployment_id
 
-from cic_gateway.domain.deployments import DeploymentCreate
+from cic_gateway.domain.deployments import DeploymentCreate, DeploymentPatch
 from cic_gateway.domain.keys import ParsedKey, generate_key, hash_secret, secret_matches
 
 __all__ = ["ApiKey", "DeploymentStore", "KeyStore"]
@@ -18,7 +18,7 @@ _DEPLOYMENT_COLUMNS = (
     "id, name, model, replicas, engine, backend, accelerator, max_model_len, engine_args,"
     " spot_policy, placement, locations, spot_spares, disk_size, disk_tier, params_billion,"
     " autoscaler, min_replicas, max_replicas, target_in_flight, autoscaled_replicas,"
-    " generation, created_at, updated_at, deleted_at"
+    " generation, revision, created_at, updated_at, deleted_at"
 )
 
 
@@ -85,16 +85,31 @@ class DeploymentStore:
         )
         return [dict(r) for r in rows]
 
-    async def scale(self, dep_id: str, replicas: int) -> dict[str, Any] | None:
-        """Set the replica count and bump the generation; None if missing or deleted."""
-        row = await self._pool.fetchrow(
-            "UPDATE deployments SET replicas = $2, generation = generation + 1,"
-            " updated_at = now() WHERE id = $1 AND deleted_at IS NULL"
-            f" RETURNING {_DEPLOYMENT_COLUMNS}",
-            dep_id,
-            replicas,
-        )
-        return dict(row) if row else None
+    async def update(self, dep_id: str, patch: DeploymentPatch) -> dict[str, Any] | None:
+        """Apply ``patch`` and bump the generation; the revision too when what the nodes
+        run changed. None if missing or deleted."""
+        changes = patch.changes()
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchrow(
+                "SELECT * FROM deployments WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+                dep_id,
+            )
+            if current is None:
+                return None
+            respec = any(
+                changes[f] != current[f] for f in DeploymentPatch.SPEC_FIELDS if f in changes
+            )
+            sets = [f"{name} = ${i}" for i, name in enumerate(changes, start=2)]
+            sets += ["generation = generation + 1", "updated_at = now()"]
+            if respec:
+                sets.append("revision = revision + 1")
+            row = await conn.fetchrow(
+                f"UPDATE deployments SET {', '.join(sets)} WHERE id = $1"
+                f" RETURNING {_DEPLOYMENT_COLUMNS}",
+                dep_id,
+                *changes.values(),
+            )
+        return dict(row)
 
     async def delete(self, dep_id: str) -> dict[str, Any] | None:
         """Mark deleted (idempotent: a second delete returns the same row unchanged)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -18,6 +18,13 @@ __all__ = ["DeploymentCreate", "DeploymentPatch", "KeyCreate"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _INFRA = r"^[a-z0-9-]+(/[a-z0-9-]+){0,2}$"
+
+
+def _model_name(value: str) -> str:
+    """Model names end up in NATS subjects and Redis keys: no wildcards, no spaces."""
+    if any(c.isspace() for c in value) or any(c in value for c in "*>"):
+        raise ValueError("a model name has no whitespace, '*' or '>'")
+    return value
 
 
 class DeploymentCreate(BaseModel):
@@ -72,17 +79,38 @@ class DeploymentCreate(BaseModel):
     @field_validator("model")
     @classmethod
     def _model(cls, value: str) -> str:
-        if any(c.isspace() for c in value) or any(c in value for c in "*>"):
-            raise ValueError("a model name has no whitespace, '*' or '>'")
-        return value
+        return _model_name(value)
 
 
 class DeploymentPatch(BaseModel):
-    """``PATCH /admin/deployments/{id}``: scale (more fields come with rolling updates)."""
+    """``PATCH /admin/deployments/{id}``: scale, or change what the nodes run (a rolling
+    update: replicas are replaced one at a time, a new one ready before an old one goes)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    replicas: int = Field(ge=0, le=256)
+    replicas: int | None = Field(None, ge=0, le=256)
+    model: str | None = Field(None, min_length=1, max_length=256)
+    engine_args: list[str] | None = Field(None, max_length=64)
+    max_model_len: int | None = Field(None, gt=0, le=1_048_576)
+    accelerator: str | None = Field(None, pattern=r"^[A-Za-z0-9-]+:[1-9][0-9]?$")
+
+    SPEC_FIELDS: ClassVar[tuple[str, ...]] = (
+        "model",
+        "engine_args",
+        "max_model_len",
+        "accelerator",
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> DeploymentPatch:
+        if not self.model_fields_set:
+            raise ValueError("nothing to change")
+        if self.model is not None:
+            _model_name(self.model)
+        return self
+
+    def changes(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.model_fields_set}
 
 
 class KeyCreate(BaseModel):

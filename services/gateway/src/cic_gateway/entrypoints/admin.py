@@ -63,10 +63,10 @@ async def get_deployment(deployment_id: str, request: Request) -> dict[str, Any]
 
 
 @router.patch("/deployments/{deployment_id}")
-async def scale_deployment(
+async def update_deployment(
     deployment_id: str, body: DeploymentPatch, request: Request
 ) -> dict[str, Any]:
-    deployment = await request.app.state.deployments.scale(deployment_id, body.replicas)
+    deployment = await request.app.state.deployments.update(deployment_id, body)
     if deployment is None:
         raise ApiError(404, f"no live deployment {deployment_id!r}")
     await _announce(request, deployment)

@@ -215,6 +215,7 @@ def _deployment_view(row: Any) -> DeploymentView:
         spec=spec,
         policy=policy,
         locations=tuple(row["locations"]),
+        revision=row["revision"],
     )
 
 
@@ -228,4 +229,5 @@ def _node_view(row: Any) -> NodeView:
         location=row["spec"].get("infra"),
         spot=bool(row["spec"].get("use_spot")),
         reason=row["status_reason"],
+        revision=row["generation"],
     )

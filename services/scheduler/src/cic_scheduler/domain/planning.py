@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from cic_common.events import NodeSpec
 from cic_common.lifecycle import LIVE, NodeStatus
 
-from cic_scheduler.domain.placement import PlacementPolicy, Replica, Trouble, fleet_plan
+from cic_scheduler.domain.placement import Launch, PlacementPolicy, Replica, Trouble, fleet_plan
 
 __all__ = [
     "Decision",
@@ -32,6 +32,8 @@ class DeploymentView:
     """What every node runs; placement fills in ``infra`` and ``use_spot`` per node."""
     policy: PlacementPolicy = field(default_factory=PlacementPolicy)
     locations: tuple[str, ...] = ()
+    revision: int = 1
+    """Bumped when what the nodes run changes; older nodes are rolled."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class NodeView:
     location: str | None = None
     spot: bool = False
     reason: str = ""
+    revision: int = 1
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,30 @@ def _troubled(node: NodeView) -> bool:
     return node.status is NodeStatus.LOST
 
 
+def _roll(
+    desired: int,
+    current: list[NodeView],
+    outdated: list[NodeView],
+    launches: list[Launch],
+    deleted: bool,
+) -> tuple[list[Launch], list[DrainNode]]:
+    """A rolling update: one new replica at a time (surge first), and an outdated one
+    drained only while the ready replicas, old and new, stay at ``desired`` without it."""
+    if deleted:
+        return launches, [DrainNode(n.id, "deployment deleted") for n in outdated]
+    pending = sum(n.status is not NodeStatus.ACTIVE for n in current)
+    launches = launches[: max(0, 1 - pending)]
+    ready = sum(n.status is NodeStatus.ACTIVE for n in current + outdated)
+    drains = []
+    for node in sorted(outdated, key=lambda n: (n.status is NodeStatus.ACTIVE, n.requested_at)):
+        is_ready = node.status is NodeStatus.ACTIVE
+        if is_ready and ready - 1 < desired:
+            break
+        drains.append(DrainNode(node.id, "rolling update"))
+        ready -= is_ready
+    return launches, drains
+
+
 def plan(
     deployment: DeploymentView,
     nodes: list[NodeView],
@@ -109,22 +136,29 @@ def plan(
     """
     desired = 0 if deployment.deleted else deployment.replicas
     live = [n for n in nodes if n.status in LIVE]
+    current = [n for n in live if n.revision >= deployment.revision]
+    outdated = [n for n in live if n.revision < deployment.revision]
     fleet = [
         Replica(n.id, n.location, n.spot, n.status is NodeStatus.ACTIVE, now - n.requested_at)
-        for n in live
+        for n in current
     ]
     troubles = [Trouble(n.location, n.updated_at) for n in nodes if _troubled(n) and n.location]
     placed = fleet_plan(desired, fleet, deployment.locations, troubles, now, deployment.policy)
+    launches = placed.launches
+    reason = "deployment deleted" if deployment.deleted else "scaled down"
+    retire = [DrainNode(node_id, reason) for node_id in placed.retire]
+    if outdated:
+        launches, rolled = _roll(desired, current, outdated, launches, deployment.deleted)
+        retire += rolled
     decisions: list[Decision] = [
         LaunchReplica(
             deployment.id,
-            deployment.generation,
+            deployment.revision,
             deployment.spec.model_copy(update={"infra": launch.location, "use_spot": launch.spot}),
         )
-        for launch in placed.launches
+        for launch in launches
     ]
-    reason = "deployment deleted" if deployment.deleted else "scaled down"
-    decisions += [DrainNode(node_id, reason) for node_id in placed.retire]
+    decisions += retire
     draining = {d.node_id for d in decisions if isinstance(d, DrainNode)}
     for node in nodes:
         if node.id in draining:
