@@ -116,3 +116,32 @@ async def test_a_deleted_deployment_has_every_node_terminated(pool: asyncpg.Pool
     assert len(launched) == 2
     statuses = await pool.fetch("SELECT status FROM nodes WHERE deployment_id = 'dsched4'")
     assert {r["status"] for r in statuses} == {"draining"}
+
+
+class DyingBus(RecordingBus):
+    """A scheduler killed right after its transaction committed: nothing gets out."""
+
+    async def publish(self, event: Event, *, msg_id: str | None = None) -> str:
+        raise ConnectionError("the process died here")
+
+
+async def test_a_scheduler_killed_after_deciding_loses_nothing(pool: asyncpg.Pool) -> None:
+    await deployment(pool, "dsched5", 2)
+    with pytest.raises(ConnectionError):
+        await Scheduler(SchedulerStore(pool), NodeRepository(pool), DyingBus(), 30).reconcile(
+            "dsched5"
+        )
+    recorded = {
+        r["id"] for r in await pool.fetch("SELECT id FROM nodes WHERE deployment_id = 'dsched5'")
+    }
+    assert len(recorded) == 2
+    # Another instance takes over; once the resend delay has passed it sends the very
+    # same commands (same node ids, same message ids), and launches nothing new.
+    survivor_bus = RecordingBus()
+    survivor = Scheduler(SchedulerStore(pool), NodeRepository(pool), survivor_bus, 0)
+    await survivor.reconcile("dsched5")
+    resent = survivor_bus.of(LaunchRequested)
+    assert {e.node_id for e in resent} == recorded
+    assert {m for _, m in survivor_bus.sent} == {f"launch:{n}" for n in recorded}
+    count = await pool.fetchval("SELECT count(*) FROM nodes WHERE deployment_id = 'dsched5'")
+    assert count == 2
