@@ -11,6 +11,7 @@ import pytest
 from cic_common.db import create_pool, migrate
 from cic_common.events import Heartbeat, NodeReady, PoisonEvent
 from cic_common.replicas import ReplicaTable
+from cic_health.adapters.poller import EnginePoller
 from cic_health.adapters.store import HealthStore, HeartbeatStore
 from cic_health.domain.verdicts import HealthPolicy
 from cic_health.entrypoints.monitor import HealthMonitor
@@ -19,6 +20,18 @@ from redis.asyncio import Redis
 from support import envelope_for
 
 POLICY = HealthPolicy(late_after=timedelta(seconds=30), dead_after=timedelta(seconds=120))
+
+
+class ScriptedPoller(EnginePoller):
+    """Engines answer unless listed in ``down``: the engines in these tests are
+    addresses only; the poll half meets a real (hung) engine in its own test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down: set[str] = set()
+
+    async def poll(self, endpoint: str) -> tuple[bool, float]:
+        return endpoint not in self.down, 0.001
 
 
 class Clock:
@@ -40,6 +53,7 @@ class World:
     pool: asyncpg.Pool
     redis: Redis
     clock: Clock
+    poller: ScriptedPoller
 
     async def status(self, node_id: str) -> str:
         value: str = await self.pool.fetchval("SELECT status FROM nodes WHERE id = $1", node_id)
@@ -68,9 +82,12 @@ async def world(database: str, servers: Servers) -> AsyncIterator[World]:
     redis = Redis.from_url(servers.redis_url)
     await redis.flushdb()
     clock = Clock()
+    poller = ScriptedPoller()
     table = ReplicaTable(redis)
-    monitor = HealthMonitor(HealthStore(pool), HeartbeatStore(redis), table, POLICY, clock=clock)
-    yield World(monitor, table, pool, redis, clock)
+    monitor = HealthMonitor(
+        HealthStore(pool), HeartbeatStore(redis), table, POLICY, clock=clock, poller=poller
+    )
+    yield World(monitor, table, pool, redis, clock, poller)
     await redis.aclose()
     await pool.close()
 
@@ -108,20 +125,40 @@ async def test_a_silent_node_leaves_the_table_then_comes_back_when_it_beats(
     await world.monitor.check(world.clock.advance(20))
     assert await world.routable("hmodel") == ["nh1", "nh2"]
 
+    world.poller.down.add("http://nh1:8000")  # the node is cut off: no beats, no answers
     world.clock.advance(15)
-    await beat(world, "nh2")  # nh1 stays silent
+    await beat(world, "nh2")
     await world.monitor.check(world.clock.advance(1))
     assert await world.status("nh1") == "unhealthy"
     assert await world.routable("hmodel") == ["nh2"]
 
+    world.poller.down.clear()  # the link is back
     await beat(world, "nh1")
-    await world.monitor.check(world.clock.advance(1))
+    await world.monitor.check(world.clock.advance(11))
+    assert await world.status("nh1") == "unhealthy"  # one good poll is not enough
+    await beat(world, "nh1")
+    await world.monitor.check(world.clock.advance(11))
     assert await world.status("nh1") == "active"
     assert await world.routable("hmodel") == ["nh1", "nh2"]
 
 
+async def test_a_node_whose_agent_died_but_engine_serves_is_degraded_then_replaced(
+    world: World,
+) -> None:
+    await ready(world, "nh1")
+    world.clock.now = await world.pool.fetchval("SELECT ready_at FROM nodes WHERE id = 'nh1'")
+    await world.monitor.check(world.clock.advance(40))  # no heartbeat since ready
+    assert await world.status("nh1") == "active"
+    (replica,) = await world.table.replicas("hmodel")
+    assert replica.degraded
+    await world.monitor.check(world.clock.advance(81))  # silent for over two minutes
+    assert await world.status("nh1") == "dead"
+    assert await world.routable("hmodel") == []
+
+
 async def test_a_node_unhealthy_past_the_deadline_is_dead(world: World) -> None:
     await ready(world, "nh1")
+    world.poller.down.add("http://nh1:8000")  # neither the agent nor the engine answers
     world.clock.now = datetime.now(UTC)
     await world.monitor.check(world.clock.advance(60))
     assert await world.status("nh1") == "unhealthy"

@@ -48,3 +48,12 @@ def test_a_generated_key_parses_and_matches_only_its_own_hash() -> None:
 def test_malformed_keys_are_refused_before_any_lookup() -> None:
     for raw in ("", "sk-abc", "cic-XYZXYZXYZXYZ-" + "s" * 20, "cic-0123456789ab-short", "x" * 300):
         assert parse_key(raw) is None
+
+
+def test_degraded_replicas_serve_only_when_nothing_else_can() -> None:
+    rng = random.Random(3)
+    degraded = Replica(node_id="d", deployment_id="d", model="m", endpoint="http://d",
+                       degraded=True)  # fmt: skip
+    table = [degraded, replica("ok")]
+    assert {choose_replica(table, (), rng).node_id for _ in range(20)} == {"ok"}  # type: ignore[union-attr]
+    assert choose_replica(table, {"ok"}, rng) == degraded

@@ -23,6 +23,8 @@ def facts(
     engine: str | None = "ready",
     ready: float | None = 600,
     since: float = 600,
+    fails: int = 0,
+    oks: int = 0,
 ) -> NodeFacts:
     return NodeFacts(
         status=status,
@@ -30,6 +32,8 @@ def facts(
         engine_state=engine,
         ready_at=None if ready is None else ago(ready),
         status_since=ago(since),
+        poll_failures=fails,
+        poll_successes=oks,
     )
 
 
@@ -49,6 +53,21 @@ def facts(
             facts(S.UNHEALTHY, beat=200, since=60), Verdict.UNHEALTHY, id="unhealthy-not-yet-dead"
         ),
         pytest.param(facts(S.UNHEALTHY, beat=2, since=500), Verdict.HEALTHY, id="recovered"),
+        pytest.param(facts(fails=3), Verdict.UNHEALTHY, id="agent-beats-but-engine-hangs"),
+        pytest.param(facts(fails=2), Verdict.HEALTHY, id="two-failed-polls-are-a-blip"),
+        pytest.param(facts(beat=40, oks=5), Verdict.DEGRADED, id="agent-silent-engine-serves"),
+        pytest.param(facts(beat=121, oks=5), Verdict.DEAD, id="agent-silent-too-long"),
+        pytest.param(facts(beat=40, fails=3), Verdict.UNHEALTHY, id="both-signals-bad"),
+        pytest.param(
+            facts(S.UNHEALTHY, beat=2, since=60, oks=1),
+            Verdict.UNHEALTHY,
+            id="one-good-poll-does-not-recover",
+        ),
+        pytest.param(
+            facts(S.UNHEALTHY, beat=2, since=60, oks=2),
+            Verdict.HEALTHY,
+            id="two-good-polls-recover",
+        ),
     ],
 )
 def test_judge(node: NodeFacts, verdict: Verdict) -> None:
@@ -60,13 +79,15 @@ def test_judge(node: NodeFacts, verdict: Verdict) -> None:
     [
         (S.ACTIVE, Verdict.HEALTHY, None),
         (S.ACTIVE, Verdict.UNHEALTHY, S.UNHEALTHY),
-        (S.ACTIVE, Verdict.DEAD, S.UNHEALTHY),
+        (S.ACTIVE, Verdict.DEAD, S.DEAD),
+        (S.ACTIVE, Verdict.DEGRADED, None),
+        (S.UNHEALTHY, Verdict.DEGRADED, S.ACTIVE),
         (S.UNHEALTHY, Verdict.HEALTHY, S.ACTIVE),
         (S.UNHEALTHY, Verdict.UNHEALTHY, None),
         (S.UNHEALTHY, Verdict.DEAD, S.DEAD),
     ],
 )
-def test_an_active_node_passes_through_unhealthy_before_dead(
+def test_verdicts_move_nodes_along_the_lifecycle(
     status: NodeStatus, verdict: Verdict, target: NodeStatus | None
 ) -> None:
     assert next_status(status, verdict) == target

@@ -44,7 +44,11 @@ def local_tuning() -> tuple[ServiceSpec, ...]:
             "cic_scheduler",
             {"CIC_RECONCILE_INTERVAL": "2", "CIC_AUTOSCALE_INTERVAL": "2"},
         ),
-        ServiceSpec("health", "cic_health", {"CIC_CHECK_INTERVAL": "1", "CIC_LATE_AFTER": "10"}),
+        ServiceSpec(
+            "health",
+            "cic_health",
+            {"CIC_CHECK_INTERVAL": "1", "CIC_LATE_AFTER": "10", "CIC_POLL_INTERVAL": "2"},
+        ),
         ServiceSpec(
             "reconciler",
             "cic_reconciler",

@@ -29,6 +29,10 @@ class Replica(BaseModel):
     requests_running: float = 0.0
     requests_waiting: float = 0.0
     kv_cache_usage: float = 0.0
+    latency_ms: float | None = None
+    """Average round trip of health's own polls of the engine."""
+    degraded: bool = False
+    """Serving, but its agent is silent: prefer the others."""
 
 
 class ReplicaTable:

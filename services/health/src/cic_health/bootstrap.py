@@ -14,6 +14,7 @@ from cic_common.service import Part, serve
 from cic_common.signing import NodeAuthenticator
 from redis.asyncio import Redis
 
+from cic_health.adapters.poller import EnginePoller
 from cic_health.adapters.store import HealthStore, HeartbeatStore
 from cic_health.domain.verdicts import HealthPolicy
 from cic_health.entrypoints.monitor import HealthMonitor
@@ -32,7 +33,11 @@ async def run(settings: HealthSettings) -> None:
         dead_after=timedelta(seconds=settings.dead_after),
     )
     store = HealthStore(pool)
-    monitor = HealthMonitor(store, HeartbeatStore(redis), ReplicaTable(redis), policy)
+    poller = EnginePoller(settings.poll_timeout, settings.poll_concurrency)
+    monitor = HealthMonitor(
+        store, HeartbeatStore(redis), ReplicaTable(redis), policy,
+        poller=poller, poll_interval=timedelta(seconds=settings.poll_interval),
+    )  # fmt: skip
     lease = RedisLease(redis, "health-check", ttl_seconds=max(3 * settings.check_interval, 10))
     loop = Loop(
         "health-check", monitor.due, monitor.check, interval=settings.check_interval, lease=lease
@@ -55,5 +60,6 @@ async def run(settings: HealthSettings) -> None:
         await serve(parts)
     finally:
         await bus.close()
+        await poller.close()
         await redis.aclose()
         await pool.close()

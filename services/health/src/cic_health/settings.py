@@ -12,3 +12,6 @@ class HealthSettings(CommonSettings):
     check_interval: float = Field(5.0, gt=0, description="seconds between verdict passes")
     late_after: float = Field(30.0, gt=0, description="seconds without a heartbeat: unhealthy")
     dead_after: float = Field(120.0, gt=0, description="seconds unhealthy: dead")
+    poll_interval: float = Field(10.0, gt=0, description="seconds between polls of an engine")
+    poll_timeout: float = Field(2.0, gt=0, description="seconds an engine has to answer")
+    poll_concurrency: int = Field(64, ge=1, description="engines polled at once")

@@ -19,8 +19,11 @@ def choose_replica(
     replicas: Sequence[Replica], exclude: Collection[str], rng: random.Random
 ) -> Replica | None:
     """Power of two choices over the routable replicas, skipping draining ones and
-    ``exclude`` (node ids already tried). None when no replica is left."""
+    ``exclude`` (node ids already tried); degraded replicas only when nothing else is
+    left. None when no replica is left."""
     candidates = [r for r in replicas if not r.draining and r.node_id not in exclude]
+    healthy = [r for r in candidates if not r.degraded]
+    candidates = healthy or candidates
     if not candidates:
         return None
     if len(candidates) == 1:

@@ -66,16 +66,16 @@ class HeartbeatStore:
     node clocks do not matter)."""
 
     def __init__(self, redis: Redis) -> None:
-        self._redis = redis
+        self.redis = redis
 
     async def record(self, beat: Heartbeat, received_at: datetime) -> None:
         value = json.dumps({"at": received_at.timestamp(), "beat": beat.model_dump(mode="json")})
-        await self._redis.hset(_HEARTBEATS, beat.node_id, value)
+        await self.redis.hset(_HEARTBEATS, beat.node_id, value)
 
     async def latest(self, node_ids: list[str]) -> dict[str, HeartbeatRecord]:
         if not node_ids:
             return {}
-        raw = await self._redis.hmget(_HEARTBEATS, node_ids)
+        raw = await self.redis.hmget(_HEARTBEATS, node_ids)
         found: dict[str, HeartbeatRecord] = {}
         for node_id, value in zip(node_ids, raw, strict=True):
             if value is None:
@@ -87,7 +87,7 @@ class HeartbeatStore:
 
     async def forget(self, keep: set[str]) -> None:
         """Drop the heartbeats of nodes no longer watched."""
-        known = await self._redis.hkeys(_HEARTBEATS)
+        known = await self.redis.hkeys(_HEARTBEATS)
         stale = [k for k in known if (k.decode() if isinstance(k, bytes) else k) not in keep]
         if stale:
-            await self._redis.hdel(_HEARTBEATS, *stale)
+            await self.redis.hdel(_HEARTBEATS, *stale)

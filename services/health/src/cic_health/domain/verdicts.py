@@ -13,6 +13,9 @@ __all__ = ["HealthPolicy", "NodeFacts", "Verdict", "judge", "next_status"]
 
 class Verdict(StrEnum):
     HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    """The engine answers our polls but its agent is silent: still routable, but the
+    node can no longer drain on a preemption notice, so it is replaced in time."""
     UNHEALTHY = "unhealthy"
     DEAD = "dead"
 
@@ -23,6 +26,10 @@ class HealthPolicy:
     """No sign of life for this long: stop routing to the node."""
     dead_after: timedelta = timedelta(seconds=120)
     """Unhealthy for this long: give up on it so the scheduler replaces it."""
+    poll_failures_to_fail: int = 3
+    """Consecutive failed polls before the engine counts as down (a blip is not)."""
+    poll_successes_to_recover: int = 2
+    """Consecutive good polls before an unhealthy node is routed to again."""
 
 
 @dataclass(frozen=True)
@@ -33,19 +40,45 @@ class NodeFacts:
     ready_at: datetime | None
     status_since: datetime
     """When the node entered ``status``."""
+    poll_failures: int = 0
+    """Consecutive polls of the engine that failed (0 once one succeeds)."""
+    poll_successes: int = 0
+    """Consecutive polls that succeeded (0 once one fails)."""
 
 
 def judge(facts: NodeFacts, now: datetime, policy: HealthPolicy) -> Verdict:
-    """Healthy while the agent heartbeats on time with a ready engine.
+    """One verdict from both signals: the agent's heartbeats (push) and our own polls of
+    the engine (pull).
+
+    | heartbeat        | polls          | verdict                                  |
+    |------------------|----------------|------------------------------------------|
+    | on time, ready   | fine           | healthy (unhealthy ones need N good polls)|
+    | on time, ready   | failing        | unhealthy: the engine hangs               |
+    | late             | fine           | degraded; dead once silent `dead_after`   |
+    | late             | failing/none   | unhealthy                                 |
+    | unhealthy for `dead_after`        || dead                                     |
 
     The ``node-ready`` time counts as a sign of life, so a node is not judged late
     before its first heartbeat had time to arrive.
     """
     signs = [t for t in (facts.last_heartbeat, facts.ready_at) if t is not None]
-    fresh = bool(signs) and now - max(signs) <= policy.late_after
-    engine_ok = facts.engine_state in (None, "ready")
-    if fresh and engine_ok:
-        return Verdict.HEALTHY
+    silent_for = now - max(signs) if signs else None
+    heartbeat_ok = (
+        silent_for is not None
+        and silent_for <= policy.late_after
+        and facts.engine_state in (None, "ready")
+    )
+    polls_fail = facts.poll_failures >= policy.poll_failures_to_fail
+    polls_answer = facts.poll_successes > 0 and facts.poll_failures == 0
+    if heartbeat_ok and not polls_fail:
+        never_polled = facts.poll_failures == facts.poll_successes == 0
+        recovered = never_polled or facts.poll_successes >= policy.poll_successes_to_recover
+        if facts.status is not NodeStatus.UNHEALTHY or recovered:
+            return Verdict.HEALTHY
+    elif not heartbeat_ok and polls_answer:
+        if silent_for is not None and silent_for >= policy.dead_after:
+            return Verdict.DEAD
+        return Verdict.DEGRADED
     if facts.status is NodeStatus.UNHEALTHY and now - facts.status_since >= policy.dead_after:
         return Verdict.DEAD
     return Verdict.UNHEALTHY
@@ -53,8 +86,9 @@ def judge(facts: NodeFacts, now: datetime, policy: HealthPolicy) -> Verdict:
 
 _MOVES: dict[tuple[NodeStatus, Verdict], NodeStatus] = {
     (NodeStatus.ACTIVE, Verdict.UNHEALTHY): NodeStatus.UNHEALTHY,
-    (NodeStatus.ACTIVE, Verdict.DEAD): NodeStatus.UNHEALTHY,
+    (NodeStatus.ACTIVE, Verdict.DEAD): NodeStatus.DEAD,
     (NodeStatus.UNHEALTHY, Verdict.HEALTHY): NodeStatus.ACTIVE,
+    (NodeStatus.UNHEALTHY, Verdict.DEGRADED): NodeStatus.ACTIVE,
     (NodeStatus.UNHEALTHY, Verdict.DEAD): NodeStatus.DEAD,
 }
 
@@ -63,6 +97,7 @@ def next_status(status: NodeStatus, verdict: Verdict) -> NodeStatus | None:
     """The status a verdict moves a node to, or None when it stays where it is.
 
     Health judges only nodes that are serving or were: ``active`` and ``unhealthy``.
-    An ``active`` node passes through ``unhealthy`` before it may be declared dead.
+    A degraded node stays ``active`` (routable) until its agent has been silent for
+    ``dead_after``.
     """
     return _MOVES.get((status, verdict))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from cic_common.events import (
     Envelope,
@@ -18,8 +19,9 @@ from cic_common.events import (
 from cic_common.lifecycle import NodeStatus
 from cic_common.replicas import Replica, ReplicaTable
 
+from cic_health.adapters.poller import EnginePoller, PollRecord, PollStore
 from cic_health.adapters.store import HealthStore, HeartbeatStore, WatchedNode
-from cic_health.domain.verdicts import HealthPolicy, NodeFacts, judge, next_status
+from cic_health.domain.verdicts import HealthPolicy, NodeFacts, Verdict, judge, next_status
 
 __all__ = ["HealthMonitor"]
 
@@ -45,6 +47,9 @@ class HealthMonitor:
         table: ReplicaTable,
         policy: HealthPolicy,
         *,
+        poller: EnginePoller | None = None,
+        polls: PollStore | None = None,
+        poll_interval: timedelta = timedelta(seconds=10),
         wake: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
@@ -52,6 +57,9 @@ class HealthMonitor:
         self._heartbeats = heartbeats
         self._table = table
         self._policy = policy
+        self._poller = poller or EnginePoller()
+        self._polls = polls or PollStore(heartbeats.redis)
+        self._poll_interval = poll_interval
         self._wake = wake
         self._clock = clock
 
@@ -84,13 +92,16 @@ class HealthMonitor:
         return [self._clock()]
 
     async def check(self, now: datetime) -> None:
-        """Judge every watched node, then replace the replica table."""
+        """Poll the engines due, judge every watched node, then replace the table."""
         nodes = await self._store.watched()
-        beats = await self._heartbeats.latest([n.id for n in nodes])
+        ids = [n.id for n in nodes]
+        beats = await self._heartbeats.latest(ids)
+        polls = await self._poll(nodes, now)
         routable: dict[str, list[Replica]] = {}
         for node in nodes:
-            record = beats.get(node.id)
+            record, poll = beats.get(node.id), polls.get(node.id)
             status = NodeStatus(node.status)
+            verdict = None
             if status is not NodeStatus.DRAINING:
                 facts = NodeFacts(
                     status=status,
@@ -98,6 +109,8 @@ class HealthMonitor:
                     engine_state=record.beat.engine_state if record else None,
                     ready_at=node.ready_at,
                     status_since=node.status_since,
+                    poll_failures=poll.failures if poll else 0,
+                    poll_successes=poll.successes if poll else 0,
                 )
                 verdict = judge(facts, now, self._policy)
                 target = next_status(status, verdict)
@@ -106,14 +119,39 @@ class HealthMonitor:
                 ):
                     log.info("verdict", extra={"node_id": node.id, "status": target.value})
                     status = target
-            replica = _replica(node, status, record.beat if record else None)
+            replica = _replica(node, status, record.beat if record else None, poll, verdict)
             if replica is not None:
                 routable.setdefault(node.model, []).append(replica)
         await self._table.replace(routable)
-        await self._heartbeats.forget({n.id for n in nodes})
+        await self._heartbeats.forget(set(ids))
+        await self._polls.forget(set(ids))
+
+    async def _poll(self, nodes: list[WatchedNode], now: datetime) -> dict[str, PollRecord]:
+        """Poll the engines of serving nodes whose last poll is ``poll_interval`` old."""
+        known = await self._polls.latest([n.id for n in nodes])
+        due = [
+            n
+            for n in nodes
+            if n.endpoint
+            and n.status in ("active", "unhealthy")
+            and (n.id not in known or now - known[n.id].at >= self._poll_interval)
+        ]
+        if not due:
+            return known
+        results = await asyncio.gather(*(self._poller.poll(n.endpoint or "") for n in due))
+        fresh = await self._polls.record(
+            {n.id: r for n, r in zip(due, results, strict=True)}, known, now
+        )
+        return {**known, **fresh}
 
 
-def _replica(node: WatchedNode, status: NodeStatus, beat: Heartbeat | None) -> Replica | None:
+def _replica(
+    node: WatchedNode,
+    status: NodeStatus,
+    beat: Heartbeat | None,
+    poll: PollRecord | None,
+    verdict: Verdict | None,
+) -> Replica | None:
     """Active nodes take traffic; draining ones stay listed, flagged, for in-flight work."""
     if node.endpoint is None or status not in (NodeStatus.ACTIVE, NodeStatus.DRAINING):
         return None
@@ -126,4 +164,6 @@ def _replica(node: WatchedNode, status: NodeStatus, beat: Heartbeat | None) -> R
         requests_running=beat.requests_running if beat else 0.0,
         requests_waiting=beat.requests_waiting if beat else 0.0,
         kv_cache_usage=beat.kv_cache_usage if beat else 0.0,
+        latency_ms=poll.latency_ms if poll else None,
+        degraded=verdict is Verdict.DEGRADED,
     )

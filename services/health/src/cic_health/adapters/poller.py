@@ -1,0 +1,100 @@
+"""Polling engines ourselves (the pull half of double safety), and the streaks it keeps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import httpx
+from redis.asyncio import Redis
+
+__all__ = ["EnginePoller", "PollRecord", "PollStore"]
+
+_POLLS = "cic:polls"
+
+
+@dataclass(frozen=True)
+class PollRecord:
+    failures: int
+    successes: int
+    latency_ms: float | None
+    """Exponentially weighted average of the ``/health`` round trip."""
+    at: datetime
+
+
+class EnginePoller:
+    """``GET <endpoint>/health`` with a short timeout and bounded concurrency, so a
+    thousand hung engines cost a thousand sockets for two seconds, not a stalled pass."""
+
+    def __init__(self, timeout: float = 2.0, concurrency: int = 64) -> None:
+        self._http = httpx.AsyncClient(timeout=timeout)
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def poll(self, endpoint: str) -> tuple[bool, float]:
+        """Whether the engine answered 200, and how long it took (seconds)."""
+        async with self._slots:
+            started = time.monotonic()
+            try:
+                response = await self._http.get(f"{endpoint}/health")
+                ok = response.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            return ok, time.monotonic() - started
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+class PollStore:
+    """Poll streaks per node in Redis, so a health instance taking over the lease
+    continues where the last one stopped."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def latest(self, node_ids: list[str]) -> dict[str, PollRecord]:
+        if not node_ids:
+            return {}
+        raw = await self._redis.hmget(_POLLS, node_ids)
+        found = {}
+        for node_id, value in zip(node_ids, raw, strict=True):
+            if value is not None:
+                data = json.loads(value)
+                found[node_id] = PollRecord(
+                    data["failures"], data["successes"], data["latency_ms"],
+                    datetime.fromtimestamp(data["at"], UTC),
+                )  # fmt: skip
+        return found
+
+    async def record(
+        self, results: dict[str, tuple[bool, float]], before: dict[str, PollRecord], at: datetime
+    ) -> dict[str, PollRecord]:
+        """Fold new poll results into the streaks; returns the updated records."""
+        updated = {}
+        for node_id, (ok, seconds) in results.items():
+            last = before.get(node_id)
+            failures = 0 if ok else (last.failures if last else 0) + 1
+            successes = (last.successes if last else 0) + 1 if ok else 0
+            latency = last.latency_ms if last else None
+            if ok:
+                sample = seconds * 1000
+                latency = sample if latency is None else 0.8 * latency + 0.2 * sample
+            updated[node_id] = PollRecord(failures, successes, latency, at)
+        if updated:
+            mapping = {
+                n: json.dumps({"failures": r.failures, "successes": r.successes,
+                               "latency_ms": r.latency_ms, "at": r.at.timestamp()})
+                for n, r in updated.items()
+            }  # fmt: skip
+            await self._redis.hset(_POLLS, mapping=cast(Any, mapping))
+        return updated
+
+    async def forget(self, keep: set[str]) -> None:
+        known = await self._redis.hkeys(_POLLS)
+        stale = [k for k in known if (k.decode() if isinstance(k, bytes) else k) not in keep]
+        if stale:
+            await self._redis.hdel(_POLLS, *stale)

@@ -1,0 +1,94 @@
+"""The pull half of double safety against a real engine: one that hangs while its agent
+keeps heartbeating is caught by health's own polls, and routed to again once it answers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from datetime import timedelta
+
+from cic_common.db import create_pool, migrate
+from cic_common.events import Heartbeat, NodeReady
+from cic_common.replicas import ReplicaTable
+from cic_health.adapters.poller import EnginePoller
+from cic_health.adapters.store import HealthStore, HeartbeatStore
+from cic_health.domain.verdicts import HealthPolicy
+from cic_health.entrypoints.monitor import HealthMonitor
+from cic_local.infra import free_port
+from cic_node_agent.adapters.engine import EngineProcess
+from cic_node_agent.domain.engines import EngineLaunch, engine_command
+from conftest import Servers
+from redis.asyncio import Redis
+from support import envelope_for
+
+
+async def test_a_hung_engine_is_caught_by_polls_while_its_agent_still_beats(
+    database: str, servers: Servers
+) -> None:
+    port = free_port()
+    launch = EngineLaunch("sim", "pmodel", "127.0.0.1", port, 2048)
+    engine = EngineProcess(engine_command(sys.executable, launch), f"http://127.0.0.1:{port}")
+    pool = await create_pool(database)
+    await migrate(pool)
+    redis = Redis.from_url(servers.redis_url)
+    await redis.flushdb()
+    poller = EnginePoller(timeout=0.5)
+    await pool.execute(
+        "INSERT INTO deployments (id, name, model, replicas) VALUES"
+        " ('dpoll', 'poll', 'pmodel', 1) ON CONFLICT DO NOTHING"
+    )
+    await pool.execute(
+        "INSERT INTO nodes (id, deployment_id, generation, status, spec, backend)"
+        " VALUES ('npoll', 'dpoll', 1, 'initializing', $1, 'local')",
+        {"model": "pmodel"},
+    )
+    store = HealthStore(pool)
+    table = ReplicaTable(redis)
+    monitor = HealthMonitor(
+        store, HeartbeatStore(redis), table, HealthPolicy(), poller=poller,
+        poll_interval=timedelta(0),
+    )  # fmt: skip
+
+    async def status() -> str:
+        value: str = await pool.fetchval("SELECT status FROM nodes WHERE id = 'npoll'")
+        return value
+
+    async def beat_and_check() -> None:
+        heartbeat = Heartbeat(node_id="npoll")  # the agent is fine and says so
+        await monitor.on_heartbeat(heartbeat, envelope_for(heartbeat))
+        for due in await monitor.due():
+            await monitor.check(due)
+
+    await engine.start()
+    try:
+        await engine.wait_ready(60)
+        ready = NodeReady(node_id="npoll", endpoint=engine.base_url, model="pmodel")
+        await monitor.on_node_ready(ready, envelope_for(ready))
+        await beat_and_check()
+        assert await status() == "active"
+        (replica,) = await table.replicas("pmodel")
+        assert replica.latency_ms is not None
+
+        assert engine.pid is not None
+        os.kill(engine.pid, signal.SIGSTOP)  # hung: the port accepts, nothing answers
+        await beat_and_check()
+        await beat_and_check()
+        assert await status() == "active"  # two failed polls are a blip
+        await beat_and_check()
+        assert await status() == "unhealthy"
+        assert await table.replicas("pmodel") == []
+
+        os.kill(engine.pid, signal.SIGCONT)
+        await beat_and_check()
+        assert await status() == "unhealthy"  # one good poll is not enough
+        await beat_and_check()
+        assert await status() == "active"
+        assert [r.node_id for r in await table.replicas("pmodel")] == ["npoll"]
+    finally:
+        if engine.pid is not None:
+            os.kill(engine.pid, signal.SIGCONT)
+        await engine.close()
+        await poller.close()
+        await redis.aclose()
+        await pool.close()
