@@ -245,3 +245,14 @@ async def test_changing_what_nodes_run_bumps_the_revision_and_scaling_does_not(
             f"/admin/deployments/{dep_id}", json=bad, headers=admin
         )
         assert refused.status_code == 400, bad
+
+
+async def test_reconcile_reports_are_listed_newest_first(gateway: Gateway) -> None:
+    listed = await gateway.client.get("/admin/reconcile/reports?limit=5", headers=gateway.admin)
+    assert listed.status_code == 200
+    ats = [r["at"] for r in listed.json()["data"]]
+    assert ats == sorted(ats, reverse=True)
+    too_many = await gateway.client.get(
+        "/admin/reconcile/reports?limit=9999", headers=gateway.admin
+    )
+    assert too_many.status_code == 400

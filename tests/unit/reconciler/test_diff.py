@@ -5,10 +5,23 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from cic_reconciler.domain.diff import KnownNode, MarkLost, SeenCluster, TerminateOrphan, diff
+from cic_reconciler.domain.diff import (
+    Graces,
+    KnownNode,
+    MarkLost,
+    RetryLaunch,
+    SeenCluster,
+    TerminateOrphan,
+    diff,
+)
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-GRACE = {"orphan_grace": timedelta(minutes=10), "ghost_grace": timedelta(minutes=1)}
+GRACES = Graces(
+    orphan=timedelta(minutes=10),
+    ghost=timedelta(minutes=1),
+    stuck_launch=timedelta(minutes=20),
+    give_up_launch=timedelta(minutes=60),
+)
 
 
 def ago(minutes: float) -> datetime:
@@ -42,7 +55,20 @@ def cluster(node_id: str, minutes: float = 30) -> SeenCluster:
             [KnownNode("a", "launching", None)], [], [], id="launching-has-no-cluster-yet"
         ),
         pytest.param([KnownNode("a", "requested", None)], [], [], id="requested-has-no-cluster"),
+        pytest.param([KnownNode("a", "launching", None, ago(5))], [], [], id="launch-in-time"),
+        pytest.param(
+            [KnownNode("a", "launching", None, ago(21))],
+            [],
+            [RetryLaunch("a")],
+            id="stuck-launch-is-resent",
+        ),
+        pytest.param(
+            [KnownNode("a", "requested", None, ago(61))],
+            [],
+            [MarkLost("a", "launch never completed")],
+            id="stuck-launch-given-up",
+        ),
     ],
 )
 def test_diff(nodes: list[KnownNode], clusters: list[SeenCluster], expected: list[object]) -> None:
-    assert diff(nodes, clusters, NOW, **GRACE) == expected
+    assert diff(nodes, clusters, NOW, GRACES) == expected

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from cic_common.events import Event, NodeLost, TerminateRequested
+from cic_common.events import Event, LaunchRequested, NodeLost, NodeSpec, TerminateRequested
 from cic_common.lifecycle import TRANSITIONS, NodeStatus
 from cic_reconciler.adapters.sources import InventoryUnavailable
-from cic_reconciler.domain.diff import KnownNode, SeenCluster
-from cic_reconciler.entrypoints.reconcile import Reconciler
+from cic_reconciler.domain.diff import Graces, KnownNode, SeenCluster
+from cic_reconciler.entrypoints.reconcile import PassReport, Reconciler
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 HOUR_AGO = NOW - timedelta(hours=1)
@@ -26,11 +26,13 @@ class FakeInventory:
 
 
 class FakeStore:
-    def __init__(self, nodes: dict[str, str]) -> None:
+    def __init__(self, nodes: dict[str, str], requested_minutes_ago: float = 60 * 24) -> None:
         self.status = nodes
+        self.requested = NOW - timedelta(minutes=requested_minutes_ago)
+        self.reports: list[PassReport] = []
 
     async def nodes(self, ids: set[str]) -> list[KnownNode]:
-        return [KnownNode(i, s, HOUR_AGO) for i, s in self.status.items()]
+        return [KnownNode(i, s, HOUR_AGO, self.requested) for i, s in self.status.items()]
 
     async def transition(
         self, node_id: str, target: NodeStatus, reason: str = "", **fields: object
@@ -39,6 +41,14 @@ class FakeStore:
             return False
         self.status[node_id] = target.value
         return True
+
+    async def launch_command(self, node_id: str) -> LaunchRequested | None:
+        if self.status.get(node_id) not in ("requested", "launching"):
+            return None
+        return LaunchRequested(node_id=node_id, deployment_id="d1", spec=NodeSpec(model="m"))
+
+    async def save_report(self, report: PassReport) -> None:
+        self.reports.append(report)
 
 
 class FakeBus:
@@ -51,8 +61,13 @@ class FakeBus:
 
 
 def reconciler(inventory: FakeInventory, store: FakeStore, bus: FakeBus) -> Reconciler:
-    grace = timedelta(minutes=10)
-    return Reconciler(inventory, store, bus, orphan_grace=grace, ghost_grace=grace)
+    graces = Graces(
+        orphan=timedelta(minutes=10),
+        ghost=timedelta(minutes=10),
+        stuck_launch=timedelta(minutes=20),
+        give_up_launch=timedelta(days=2),
+    )
+    return Reconciler(inventory, store, bus, graces)
 
 
 async def test_ghosts_are_marked_lost_once_and_orphans_terminated() -> None:
@@ -72,6 +87,16 @@ async def test_ghosts_are_marked_lost_once_and_orphans_terminated() -> None:
     assert all(not e.graceful for e in orphans)
     assert passes.last_report is not None
     assert passes.last_report.orphans == ["cic-x-norph"]
+    assert [r.lost for r in store.reports] == [["nghost"], []]
+
+
+async def test_a_stuck_launch_is_sent_again_under_a_new_message_id() -> None:
+    store, bus = FakeStore({"nstuck": "launching"}, requested_minutes_ago=30), FakeBus()
+    await reconciler(FakeInventory([]), store, bus).reconcile(NOW)
+    resent = [e for e in bus.sent if isinstance(e, LaunchRequested)]
+    assert [e.node_id for e in resent] == ["nstuck"]
+    assert store.reports[0].retried == ["nstuck"]
+    assert store.status["nstuck"] == "launching"
 
 
 async def test_without_an_inventory_nothing_is_touched() -> None:
@@ -81,3 +106,4 @@ async def test_without_an_inventory_nothing_is_touched() -> None:
         await reconciler(FakeInventory(None), store, bus).reconcile(NOW)
     assert bus.sent == []
     assert store.status == {"n1": "active"}
+    assert store.reports == []

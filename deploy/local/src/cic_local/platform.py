@@ -52,7 +52,13 @@ def local_tuning() -> tuple[ServiceSpec, ...]:
         ServiceSpec(
             "reconciler",
             "cic_reconciler",
-            {"CIC_RECONCILE_INTERVAL": "10", "CIC_ORPHAN_GRACE": "60", "CIC_GHOST_GRACE": "20"},
+            {
+                "CIC_RECONCILE_INTERVAL": "10",
+                "CIC_ORPHAN_GRACE": "60",
+                "CIC_GHOST_GRACE": "20",
+                "CIC_STUCK_LAUNCH": "60",
+                "CIC_GIVE_UP_LAUNCH": "300",
+            },
         ),
         ServiceSpec("gateway", "cic_gateway"),
     )

@@ -32,7 +32,9 @@ TRANSITIONS: dict[NodeStatus, frozenset[NodeStatus]] = {
     S.DEAD: frozenset({S.ACTIVE, S.UNHEALTHY, S.INITIALIZING}),
     S.DRAINING: frozenset({S.REQUESTED, S.LAUNCHING, S.INITIALIZING, S.ACTIVE, S.UNHEALTHY}),
     S.TERMINATED: frozenset(set(S) - {S.TERMINATED}),
-    S.LOST: frozenset({S.LAUNCHING, S.INITIALIZING, S.ACTIVE, S.UNHEALTHY, S.DRAINING, S.DEAD}),
+    S.LOST: frozenset(
+        {S.REQUESTED, S.LAUNCHING, S.INITIALIZING, S.ACTIVE, S.UNHEALTHY, S.DRAINING, S.DEAD}
+    ),
 }
 """Every edge of the lifecycle. A transition not listed here is refused (and is a no-op)."""
 

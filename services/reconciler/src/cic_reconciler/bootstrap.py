@@ -12,6 +12,7 @@ from cic_common.service import serve
 from redis.asyncio import Redis
 
 from cic_reconciler.adapters.sources import NatsInventory, ReconcilerStore
+from cic_reconciler.domain.diff import Graces
 from cic_reconciler.entrypoints.reconcile import Reconciler
 from cic_reconciler.settings import ReconcilerSettings
 
@@ -27,8 +28,12 @@ async def run(settings: ReconcilerSettings) -> None:
         NatsInventory(bus.nc, settings.inventory_timeout),
         ReconcilerStore(pool),
         bus,
-        orphan_grace=timedelta(seconds=settings.orphan_grace),
-        ghost_grace=timedelta(seconds=settings.ghost_grace),
+        Graces(
+            orphan=timedelta(seconds=settings.orphan_grace),
+            ghost=timedelta(seconds=settings.ghost_grace),
+            stuck_launch=timedelta(seconds=settings.stuck_launch),
+            give_up_launch=timedelta(seconds=settings.give_up_launch),
+        ),
     )
     ttl = max(3 * settings.reconcile_interval, 30)
     loop = Loop(

@@ -121,6 +121,14 @@ class DeploymentStore:
         )
         return dict(row) if row else None
 
+    async def reconcile_reports(self, limit: int) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            "SELECT at, clusters, orphans, lost, retried FROM reconcile_reports"
+            " ORDER BY at DESC, id DESC LIMIT $1",
+            limit,
+        )
+        return [dict(r) for r in rows]
+
     async def node_events(self, node_id: str) -> list[dict[str, Any]]:
         """The recorded commands and facts about one node, oldest first."""
         rows = await self._pool.fetch(

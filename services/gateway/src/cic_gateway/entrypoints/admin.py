@@ -94,6 +94,15 @@ async def node_events(node_id: str, request: Request) -> dict[str, Any]:
     return {"data": await request.app.state.deployments.node_events(node_id)}
 
 
+@router.get("/reconcile/reports")
+async def reconcile_reports(
+    request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 20
+) -> dict[str, Any]:
+    """The reconciler's latest passes: clusters seen, orphans taken down, ghosts marked
+    lost, stuck launches sent again."""
+    return {"data": await request.app.state.deployments.reconcile_reports(limit)}
+
+
 @router.get("/prices")
 async def prices(
     request: Request,

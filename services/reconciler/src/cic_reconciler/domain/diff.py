@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-__all__ = ["Decision", "KnownNode", "MarkLost", "SeenCluster", "TerminateOrphan", "diff"]
+__all__ = [
+    "Decision",
+    "Graces",
+    "KnownNode",
+    "MarkLost",
+    "RetryLaunch",
+    "SeenCluster",
+    "TerminateOrphan",
+    "diff",
+]
 
 _EXPECT_CLUSTER = frozenset({"initializing", "active", "unhealthy", "draining", "dead"})
 """Statuses in which a node must exist at its backend. ``requested`` and ``launching``
@@ -17,6 +26,19 @@ class KnownNode:
     id: str
     status: str
     launched_at: datetime | None
+    requested_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Graces:
+    orphan: timedelta = timedelta(minutes=10)
+    """A cluster younger than this may be a launch not yet recorded."""
+    ghost: timedelta = timedelta(minutes=1)
+    """A node launched less long ago may not be in the inventory yet."""
+    stuck_launch: timedelta = timedelta(minutes=20)
+    """A launch without an outcome for this long is sent again."""
+    give_up_launch: timedelta = timedelta(hours=1)
+    """...and given up (marked lost, so it is replaced) after this long."""
 
 
 @dataclass(frozen=True)
@@ -39,24 +61,29 @@ class MarkLost:
     """A node of ours has no cluster any more (a ghost): the scheduler replaces it."""
 
     node_id: str
+    reason: str = "cluster missing at its backend"
 
 
-Decision = TerminateOrphan | MarkLost
+@dataclass(frozen=True)
+class RetryLaunch:
+    """A launch has had no outcome for too long: send the command again (the
+    provisioner launches idempotently by node id)."""
+
+    node_id: str
+
+
+Decision = TerminateOrphan | MarkLost | RetryLaunch
 
 
 def diff(
-    nodes: list[KnownNode],
-    clusters: list[SeenCluster],
-    now: datetime,
-    *,
-    orphan_grace: timedelta,
-    ghost_grace: timedelta,
+    nodes: list[KnownNode], clusters: list[SeenCluster], now: datetime, graces: Graces
 ) -> list[Decision]:
     """Decisions that bring the backends and our records back into agreement.
 
-    A cluster younger than ``orphan_grace`` is left alone: its launch may not be
-    recorded yet. A node launched less than ``ghost_grace`` ago is left alone too: the
-    inventory may have been taken before its cluster appeared.
+    Orphans (a cluster no live node owns, older than the orphan grace) are taken down;
+    ghosts (a node that should have a cluster and has none, launched longer ago than
+    the ghost grace) are lost; launches stuck in ``requested``/``launching`` are sent
+    again, and given up as lost after ``give_up_launch``.
     """
     by_id = {n.id: n for n in nodes}
     seen = {c.node_id for c in clusters}
@@ -64,12 +91,19 @@ def diff(
     for cluster in clusters:
         node = by_id.get(cluster.node_id)
         owned = node is not None and node.status not in ("terminated", "launch_failed", "lost")
-        if not owned and now - cluster.launched_at >= orphan_grace:
+        if not owned and now - cluster.launched_at >= graces.orphan:
             decisions.append(TerminateOrphan(cluster.node_id, cluster.name))
     for node in nodes:
+        if node.status in ("requested", "launching") and node.requested_at is not None:
+            waited = now - node.requested_at
+            if waited >= graces.give_up_launch:
+                decisions.append(MarkLost(node.id, "launch never completed"))
+            elif waited >= graces.stuck_launch and node.id not in seen:
+                decisions.append(RetryLaunch(node.id))
+            continue
         if node.status not in _EXPECT_CLUSTER or node.id in seen:
             continue
-        if node.launched_at is not None and now - node.launched_at < ghost_grace:
+        if node.launched_at is not None and now - node.launched_at < graces.ghost:
             continue
         decisions.append(MarkLost(node.id))
     return decisions
