@@ -188,3 +188,18 @@ async def test_node_ready_for_an_unknown_node_is_poison(world: World) -> None:
     with pytest.raises(PoisonEvent, match="unknown node"):
         await world.monitor.on_node_ready(event, envelope_for(event))
     assert await world.routable("hmodel") == []
+
+
+async def test_a_heartbeat_refreshes_a_listed_replicas_load_before_the_next_pass(
+    world: World,
+) -> None:
+    await ready(world, "nh1")
+    world.clock.now = datetime.now(UTC)
+    await world.monitor.check(world.clock.advance(1))
+    version = await world.table.version()
+    await beat(world, "nh1", running=7)
+    (replica,) = await world.table.replicas("hmodel")
+    assert replica.requests_running == 7
+    assert await world.table.version() == version  # the same replicas, fresher figures
+    await beat(world, "nh2", running=9)  # not listed (not ready): stays out
+    assert [r.node_id for r in await world.table.replicas("hmodel")] == ["nh1"]

@@ -12,6 +12,15 @@ _MODELS = "cic:replicas:models"
 _VERSION = "cic:replicas:version"
 
 
+_REFRESH = """
+if redis.call('hexists', KEYS[1], ARGV[1]) == 1 then
+  redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
 def _model_key(model: str) -> str:
     return f"cic:replicas:model:{model}"
 
@@ -64,6 +73,13 @@ class ReplicaTable:
         version = int(results[-1])
         await self._redis.publish(CHANGED_CHANNEL, str(version))
         return version
+
+    async def refresh(self, replica: Replica) -> bool:
+        """Rewrite one listed replica's entry (its load figures moved); a replica no
+        longer listed stays out. No new version: membership did not change."""
+        written = await self._redis.eval(_REFRESH, 1, _model_key(replica.model),
+                                         replica.node_id, replica.model_dump_json())  # fmt: skip
+        return bool(written)
 
     async def replicas(self, model: str) -> list[Replica]:
         raw = await self._redis.hgetall(_model_key(model))

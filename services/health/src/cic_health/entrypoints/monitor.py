@@ -60,6 +60,8 @@ class HealthMonitor:
         self._poller = poller or EnginePoller()
         self._polls = polls or PollStore(heartbeats.redis)
         self._poll_interval = poll_interval
+        self._listed: dict[str, Replica] = {}
+        """What this instance last wrote to the table, for heartbeats to refresh."""
         self._wake = wake
         self._clock = clock
 
@@ -79,7 +81,18 @@ class HealthMonitor:
         self._wake()
 
     async def on_heartbeat(self, event: Heartbeat, envelope: Envelope) -> None:
+        """Record it; and when the node is routable, put its load in the table now
+        rather than at the next pass, so routing weights are fresh."""
         await self._heartbeats.record(event, self._clock())
+        listed = self._listed.get(event.node_id)
+        if listed is not None and event.engine_state == "ready":
+            fresh = listed.model_copy(update={
+                "requests_running": event.requests_running,
+                "requests_waiting": event.requests_waiting,
+                "kv_cache_usage": event.kv_cache_usage,
+            })  # fmt: skip
+            if await self._table.refresh(fresh):
+                self._listed[event.node_id] = fresh
 
     async def on_node_gone(
         self, event: NodeDraining | NodeTerminated | NodeLost, envelope: Envelope
@@ -123,6 +136,7 @@ class HealthMonitor:
             if replica is not None:
                 routable.setdefault(node.model, []).append(replica)
         await self._table.replace(routable)
+        self._listed = {r.node_id: r for replicas in routable.values() for r in replicas}
         await self._heartbeats.forget(set(ids))
         await self._polls.forget(set(ids))
 
