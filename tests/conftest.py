@@ -106,8 +106,12 @@ class Running:
 
 @pytest.fixture
 async def running(
-    servers: Servers, database: str, state_dir: Path, gateway_port: int, bus: Bus
+    servers: Servers, state_dir: Path, gateway_port: int, bus: Bus
 ) -> AsyncIterator[Running]:
+    """The whole platform on a database of its own: what one end-to-end test leaves
+    behind (deployments, nodes) never reaches the next."""
+    name = f"cic_e2e_{secrets.token_hex(4)}"
+    database = await create_database(servers.postgres_url, name)
     admin_key, _ = generate_key()
     platform = Platform(
         state_dir,
@@ -137,5 +141,6 @@ async def running(
     finally:
         platform.stop()
         stop_nodes(state_dir)
-        for name in platform.running():
-            print(f"--- {name}\n{platform.log_tail(name, 40)}")
+        await drop_database(servers.postgres_url, name)
+        for service in platform.running():
+            print(f"--- {service}\n{platform.log_tail(service, 40)}")
