@@ -37,6 +37,15 @@ def _admin_key(state_dir: Path) -> str:
     return key
 
 
+def _catalogs() -> dict[str, str]:
+    """Prices come from SkyPilot's catalogs in ``~/.sky``; a checkout next to the team's
+    shared data reads the catalog kept there instead."""
+    if "CIC_CATALOG_DIR" in os.environ:
+        return {}
+    shared = Path.cwd().parent / "shared" / "catalogs" / "v8"
+    return {"CIC_CATALOG_DIR": str(shared)} if shared.is_dir() else {}
+
+
 def up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     state_dir = _state_dir()
@@ -59,6 +68,7 @@ def up(args: argparse.Namespace) -> int:
             "CIC_REDIS_URL": infra.redis_url,
             "CIC_ADMIN_KEY": admin_key,
             "CIC_PORT": str(port),
+            **_catalogs(),
         },
     )
     platform.start()
