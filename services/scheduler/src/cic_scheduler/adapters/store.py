@@ -19,7 +19,7 @@ from cic_common.ids import new_node_id
 from cic_common.lifecycle import TERMINAL, NodeStatus, allowed_from
 
 from cic_scheduler.domain.autoscaling import AutoscalePolicy, Proposal
-from cic_scheduler.domain.placement import PlacementPolicy
+from cic_scheduler.domain.placement import deployment_policy
 from cic_scheduler.domain.planning import (
     Decision,
     DeploymentView,
@@ -203,9 +203,7 @@ def _deployment_view(row: Any) -> DeploymentView:
         disk_tier=row["disk_tier"],
         params_billion=row["params_billion"],
     )
-    policy = PlacementPolicy(
-        strategy=row["placement"], spot=row["spot_policy"], spot_spares=row["spot_spares"]
-    )
+    policy = deployment_policy(row["spot_policy"], row["placement"], row["spot_spares"])
     autoscaled = row["autoscaler"] != "none" and row["autoscaled_replicas"] is not None
     return DeploymentView(
         id=row["id"],

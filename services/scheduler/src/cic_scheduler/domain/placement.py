@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 __all__ = [
+    "Cover",
     "FleetPlan",
     "Launch",
     "PlacementPolicy",
@@ -23,11 +24,13 @@ __all__ = [
     "Strategy",
     "Trouble",
     "available_locations",
+    "deployment_policy",
     "fleet_plan",
 ]
 
 SpotPolicy = Literal["spot_only", "spot_with_fallback", "on_demand"]
 Strategy = Literal["spread", "packed"]
+Cover = Literal["unavailable", "unready"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,14 @@ class PlacementPolicy:
     """Spot replicas beyond the target, so one preemption never costs strength."""
     backoff: timedelta = timedelta(minutes=30)
     """How long a location that preempted us or had no capacity is avoided."""
+    cover: Cover = "unavailable"
+    """``spot_with_fallback``: the spot replicas on-demand ones stand in for: those that
+    cannot be had (no usable location), or also those not ready yet (SkyServe's dynamic
+    fallback: dearer, but a refused or lost spot launch then costs no strength)."""
+    hedge_troubled: int = 0
+    """``spot_with_fallback``: once this many locations are in trouble (0: never), on-demand
+    replicas also make up what losing the location with the most ready spot replicas would
+    take below the target: spot capacity tends to go from several places at once."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,24 @@ class FleetPlan:
     launches: list[Launch] = field(default_factory=list)
     retire: list[str] = field(default_factory=list)
     """Node ids, least useful first."""
+
+
+def deployment_policy(spot: SpotPolicy, strategy: Strategy, spot_spares: int) -> PlacementPolicy:
+    """The policy the scheduler runs for a deployment. With ``spot_with_fallback`` it is
+    the one tuned on the public spot traces (``bench/spot_sim``): on-demand stands in for
+    every spot replica not ready yet and, while three or more locations are in trouble,
+    for what losing the busiest one would take; a location that failed us is avoided
+    for 2.5 hours."""
+    if spot != "spot_with_fallback":
+        return PlacementPolicy(strategy=strategy, spot=spot, spot_spares=spot_spares)
+    return PlacementPolicy(
+        strategy=strategy,
+        spot=spot,
+        spot_spares=spot_spares,
+        backoff=timedelta(minutes=150),
+        cover="unready",
+        hedge_troubled=3,
+    )
 
 
 def available_locations(
@@ -128,8 +157,9 @@ def fleet_plan(
     - ``on_demand``: ``target`` on-demand replicas.
     - ``spot_only``: ``target`` + spares on spot, in locations not in trouble.
     - ``spot_with_fallback``: as spot_only, plus on-demand cover for the spot replicas
-      that cannot be had: while no spot location is usable, or once spot replicas
-      are ready again, the cover is retired.
+      that cannot be had while no spot location is usable (see ``PlacementPolicy.cover``
+      and ``hedge_troubled`` for more); the cover is retired once spot replicas are
+      ready again, not before.
     """
     spot = [r for r in fleet if r.spot]
     on_demand = [r for r in fleet if not r.spot]
@@ -145,15 +175,24 @@ def fleet_plan(
         # Spot replicas that will come: pending or launched now, in places not in trouble.
         spot_coming = len(spot) - spot_ready + new_spot if spot_usable else 0
         want_od = 0 if spot_ready >= target else max(0, target - spot_ready - spot_coming)
+        if policy.cover == "unready":
+            want_od = max(want_od, target - spot_ready)
+        if policy.hedge_troubled and _in_trouble(locations, troubles, now, policy.backoff) >= (
+            policy.hedge_troubled
+        ):
+            busiest = max(Counter(r.location for r in spot if r.ready).values(), default=0)
+            want_od = max(want_od, target - (spot_ready - busiest))
+        # Cover already there stays until the spot replicas it stands in for are ready.
+        keep_od = max(want_od, target - spot_ready)
     else:
-        want_od = target if policy.spot == "on_demand" else 0
+        want_od = keep_od = target if policy.spot == "on_demand" else 0
     plan = FleetPlan()
     for loc in _place(new_spot, spot_locations, spot, policy.strategy):
         plan.launches.append(Launch(loc, spot=True))
     od_locations = list(locations) or [None]
     for loc in _place(max(0, want_od - len(on_demand)), od_locations, on_demand, policy.strategy):
         plan.launches.append(Launch(loc, spot=False))
-    plan.retire.extend(_surplus(on_demand, want_od))
+    plan.retire.extend(_surplus(on_demand, keep_od))
     plan.retire.extend(_surplus(spot, want_spot))
     return plan
 
@@ -162,3 +201,11 @@ def _troubled(
     location: str, troubles: Sequence[Trouble], now: datetime, backoff: timedelta
 ) -> bool:
     return any(t.location == location and now - t.at < backoff for t in troubles)
+
+
+def _in_trouble(
+    locations: Sequence[str | None], troubles: Sequence[Trouble], now: datetime, backoff: timedelta
+) -> int:
+    """How many of ``locations`` (all, if none are given) are in trouble now."""
+    places = {t.location for t in troubles if now - t.at < backoff}
+    return len(places & set(locations)) if locations else len(places)
