@@ -16,7 +16,13 @@ from cic_common.events import NodeSpec
 
 from cic_provisioner.domain.compute import CLUSTER_PREFIX, Cluster, LaunchError, node_id_of
 from cic_provisioner.domain.failures import classify
-from cic_provisioner.domain.tasks import AgentInstall, BadSpec, RenderedTask, render_task
+from cic_provisioner.domain.tasks import (
+    ENGINE_PORT,
+    AgentInstall,
+    BadSpec,
+    RenderedTask,
+    render_task,
+)
 
 __all__ = ["SkyPilotBackend"]
 
@@ -85,7 +91,28 @@ class SkyPilotBackend:
                 log.warning("launch failed", extra={"node_id": node_id, "reason": failure.reason})
                 raise LaunchError(failure.reason, retryable=failure.retryable,
                                   reason_class=failure.reason_class) from exc  # fmt: skip
-        return Cluster(rendered.cluster_name, node_id, self.name, datetime.now(UTC))
+        endpoint = await self._endpoint(rendered.cluster_name)
+        return Cluster(rendered.cluster_name, node_id, self.name, datetime.now(UTC),
+                       endpoint=endpoint)  # fmt: skip
+
+    async def _endpoint(self, cluster: str) -> str | None:
+        """The engine's public address as SkyPilot opened it; None if it cannot say
+        (the node's own ``node-ready`` carries its address anyway)."""
+
+        def endpoints() -> dict[int, str]:
+            sky = _sky()
+            found: dict[int, str] = sky.get(sky.endpoints(cluster, ENGINE_PORT))
+            return found
+
+        try:
+            found = await asyncio.wait_for(asyncio.to_thread(endpoints), self._call_timeout)
+        except Exception:
+            log.warning("no endpoint from SkyPilot", extra={"cluster": cluster}, exc_info=True)
+            return None
+        address = found.get(ENGINE_PORT)
+        if not address:
+            return None
+        return address if address.startswith("http") else f"http://{address}"
 
     def _launch_blocking(self, rendered: RenderedTask, request: dict[str, Any]) -> None:
         sky = _sky()

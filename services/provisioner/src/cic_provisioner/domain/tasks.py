@@ -10,7 +10,14 @@ from cic_common.events import NodeSpec
 
 from cic_provisioner.domain.compute import cluster_name
 
-__all__ = ["AgentInstall", "BadSpec", "RenderedTask", "accelerator_for", "render_task"]
+__all__ = [
+    "ENGINE_PORT",
+    "AgentInstall",
+    "BadSpec",
+    "RenderedTask",
+    "accelerator_for",
+    "render_task",
+]
 
 ENGINE_PORT = 8000
 
