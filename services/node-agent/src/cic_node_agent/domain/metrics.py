@@ -33,7 +33,8 @@ def tokens_per_second(before: tuple[float, float] | None, after: tuple[float, fl
 
 
 def parse_metrics(text: str) -> EngineFacts:
-    """Sum each gauge over its label sets; lines we do not know are ignored.
+    """Sum each count over its label sets (KV-cache usage: the highest); lines we do
+    not know are ignored.
 
     Malformed lines are skipped rather than failing the heartbeat: a partial reading
     is still a reading.
@@ -50,7 +51,10 @@ def parse_metrics(text: str) -> EngineFacts:
             value = float(line.rsplit(" ", 1)[-1])
         except ValueError:
             continue
-        values[field] = values.get(field, 0.0) + value
+        if field == "kv_cache_usage":  # a fraction per engine: the fullest one counts
+            values[field] = max(values.get(field, 0.0), value)
+        else:
+            values[field] = values.get(field, 0.0) + value
     kv = min(max(values.get("kv_cache_usage", 0.0), 0.0), 1.0)
     return EngineFacts(
         requests_running=values.get("requests_running", 0.0),
