@@ -146,7 +146,7 @@ def test_the_command_prints_the_parameters_and_a_row_per_contender(
     cli.main([str(tmp_path), "--target", "2", "--spot-price", "0.25"])
     out = capsys.readouterr().out
     assert "spot at 0.25 x on-demand" in out
-    for name in ["all on-demand", "spot, one zone (z2)", "SpotHedge", "| CIC |", "CIC, sched"]:
+    for name in ["all on-demand", "spot, one zone (z2)", "SpotHedge", "| CIC |", "CIC, untuned"]:
         assert name in out
 
 
