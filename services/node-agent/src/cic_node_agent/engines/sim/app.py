@@ -1,140 +1,66 @@
-"""The simulator's HTTP server: OpenAI chat and text completions, health, metrics."""
+"""The simulator's HTTP server: OpenAI completions and embeddings, health, metrics, faults."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from cic_node_agent.engines.sim.engine import SimEngine
+from cic_node_agent.engines.sim.faults import ADMIN_PATH, FaultGate, Faults, FaultSwitch
+from cic_node_agent.engines.sim.latency import MAX_NUM_SEQS, LatencyModel
+from cic_node_agent.engines.sim.metrics import Load
 from cic_node_agent.engines.sim.protocol import (
     DEFAULT_MAX_TOKENS,
     ChatRequest,
     CompletionRequest,
+    EmbeddingRequest,
     describe,
-    error_body,
-    generate,
-    new_id,
     now,
-    sse,
     word_count,
 )
+from cic_node_agent.engines.sim.replies import Reply, embedding_body, error_for
+from cic_node_agent.engines.sim.text import apply_stop, embed, encode_vector, generate, key_for
 
 __all__ = ["MAX_NUM_SEQS", "SimConfig", "create_app"]
-
-MAX_NUM_SEQS = 64
-"""Requests generated at once, as vLLM's ``--max-num-seqs``; the rest wait."""
 
 
 @dataclass(frozen=True)
 class SimConfig:
+    """The simulator's settings; the defaults answer at once and never fail.
+
+    ``token_delay`` is the inter-token latency (seconds between two tokens of a request);
+    ``ttft_overhead + prefill_per_token * prompt tokens`` is the time to the first one.
+    See :class:`LatencyModel` and :class:`Faults` for the rest.
+    """
+
     model: str
     token_delay: float = 0.0
     max_model_len: int = 4096
+    ttft_overhead: float = 0.0
+    prefill_per_token: float = 0.0
+    max_num_seqs: int = MAX_NUM_SEQS
+    time_factor_under_load: float = 1.0
+    seed: int = 0
+    embedding_dim: int = 64
+    faults: Faults = field(default_factory=Faults)
 
-
-@dataclass
-class _Load:
-    """What ``/metrics`` reports: requests in flight and the counters since start."""
-
-    waiting: int = 0
-    running: int = 0
-    prompt_tokens: int = 0
-    generation_tokens: int = 0
-    succeeded: int = 0
-    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_NUM_SEQS))
-
-    @asynccontextmanager
-    async def request(self, prompt: int) -> AsyncIterator[None]:
-        """Counts a request as waiting, then running, however it ends; success if it ends well."""
-        self.waiting += 1
-        try:
-            await self.slots.acquire()
-        finally:
-            self.waiting -= 1
-        self.running += 1
-        self.prompt_tokens += prompt
-        try:
-            yield
-        finally:
-            self.running -= 1
-            self.slots.release()
-        self.succeeded += 1
-
-    def exposition(self, model: str) -> str:
-        label = f'model_name="{model}"'
-        rows = [
-            ("vllm:num_requests_running", "gauge",
-             "Number of requests in model execution batches.", label, self.running),
-            ("vllm:num_requests_waiting", "gauge",
-             "Number of requests waiting to be processed.", label, self.waiting),
-            ("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.",
-             label, min(1.0, self.running / MAX_NUM_SEQS)),
-            ("vllm:prompt_tokens_total", "counter",
-             "Number of prefill tokens processed.", label, self.prompt_tokens),
-            ("vllm:generation_tokens_total", "counter",
-             "Number of generation tokens processed.", label, self.generation_tokens),
-            ("vllm:request_success_total", "counter", "Count of successfully processed requests.",
-             f'finished_reason="length",{label}', self.succeeded),
-        ]  # fmt: skip
-        lines = []
-        for name, kind, text, labels, value in rows:
-            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-            lines.append(f"{name}{{{labels}}} {float(value)!r}")
-        return "\n".join(lines) + "\n"
-
-
-@dataclass(frozen=True)
-class _Reply:
-    """One answer's tokens and how to wrap them as a chat or a text completion."""
-
-    chat: bool
-    head: dict[str, Any]
-    tokens: list[str]
-    prompt: int
-
-    def usage(self) -> dict[str, int]:
-        generated = len(self.tokens)
-        return {
-            "prompt_tokens": self.prompt,
-            "completion_tokens": generated,
-            "total_tokens": self.prompt + generated,
-        }
-
-    def whole(self) -> dict[str, Any]:
-        text = "".join(self.tokens)
-        choice: dict[str, Any] = {"index": 0}
-        if self.chat:
-            choice["message"] = {"role": "assistant", "content": text}
-        else:
-            choice["text"] = text
-        choice.update(logprobs=None, finish_reason="length")
-        kind = "chat.completion" if self.chat else "text_completion"
-        return {**self.head, "object": kind, "choices": [choice], "usage": self.usage()}
-
-    def chunk(
-        self, content: str | None, finish: str | None = None, role: bool = False
-    ) -> dict[str, Any]:
-        """A token's chunk; ``None`` content is the closing chunk (an empty delta)."""
-        choice: dict[str, Any] = {"index": 0}
-        if self.chat:
-            choice["delta"] = {} if content is None else {"content": content}
-            if role:
-                choice["delta"] = {"role": "assistant", **choice["delta"]}
-        else:
-            choice["text"] = content or ""
-        choice.update(logprobs=None, finish_reason=finish)
-        return {**self.head, "object": self.kind, "choices": [choice]}
-
-    @property
-    def kind(self) -> str:
-        return "chat.completion.chunk" if self.chat else "text_completion"
+    def latency(self) -> LatencyModel:
+        return LatencyModel(
+            ttft_overhead=self.ttft_overhead,
+            prefill_per_token=self.prefill_per_token,
+            inter_token_latency=self.token_delay,
+            max_num_seqs=self.max_num_seqs,
+            time_factor_under_load=self.time_factor_under_load,
+        )
 
 
 class _ClosingStream(StreamingResponse):
@@ -155,27 +81,8 @@ class _ClosingStream(StreamingResponse):
             await self._events.aclose()
 
 
-async def _events(
-    load: _Load, reply: _Reply, token_delay: float, include_usage: bool
-) -> AsyncGenerator[bytes, None]:
-    extra: dict[str, Any] = {"usage": None} if include_usage else {}
-    async with load.request(reply.prompt):
-        if reply.chat:
-            yield sse({**reply.chunk("", role=True), **extra})
-        for token in reply.tokens:
-            if token_delay:
-                await asyncio.sleep(token_delay)
-            load.generation_tokens += 1
-            yield sse({**reply.chunk(token), **extra})
-        yield sse({**reply.chunk(None, finish="length"), **extra})
-        if include_usage:
-            yield sse({**reply.head, "object": reply.kind, "choices": [], "usage": reply.usage()})
-        yield sse("[DONE]")
-
-
 def _error(status: int, message: str) -> JSONResponse:
-    kind = "NotFoundError" if status == 404 else "BadRequestError"
-    return JSONResponse(error_body(status, message, kind), status_code=status)
+    return JSONResponse(error_for(status, message), status_code=status)
 
 
 def _budget(prompt: int, requested: int | None, max_model_len: int) -> int | str:
@@ -196,16 +103,20 @@ def _budget(prompt: int, requested: int | None, max_model_len: int) -> int | str
     return requested
 
 
-def create_app(config: SimConfig) -> FastAPI:
-    app = FastAPI(title="cic-sim", docs_url=None, redoc_url=None, openapi_url=None)
-    load = _Load()
+_INJECTED = "Simulated failure: the simulator's error_rate fault is set."
 
-    @app.get("/health")
-    async def health() -> Response:
+
+def create_app(config: SimConfig) -> Starlette:
+    """The simulator as an ASGI app (plain Starlette: FastAPI's per-request cost halves the
+    rate one process serves; see ``bench/sim_throughput.py``)."""
+    switch = FaultSwitch(config.faults)
+    load = Load(config.model, config.max_num_seqs, config.max_model_len)
+    engine = SimEngine(config.latency(), load, switch)
+
+    async def health(request: Request) -> Response:
         return Response(status_code=200)
 
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
+    async def models(request: Request) -> Response:
         card = {
             "id": config.model,
             "object": "model",
@@ -215,47 +126,79 @@ def create_app(config: SimConfig) -> FastAPI:
             "parent": None,
             "max_model_len": config.max_model_len,
         }
-        return {"object": "list", "data": [card]}
+        return JSONResponse({"object": "list", "data": [card]})
 
-    @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
-        text = load.exposition(config.model)
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(load.exposition(), media_type="text/plain; version=0.0.4")
 
     async def serve(request: Request, chat: bool) -> Response:
+        arrival = time.perf_counter()
+        if switch.fail_next():
+            return _error(500, _INJECTED)
         body: ChatRequest | CompletionRequest
+        raw = await request.body()
         try:
-            raw = await request.json()
             if chat:
-                body = ChatRequest.model_validate(raw)
+                body = ChatRequest.model_validate_json(raw)
             else:
-                body = CompletionRequest.model_validate(raw)
+                body = CompletionRequest.model_validate_json(raw)
         except ValidationError as exc:
             return _error(400, describe(exc))
-        except ValueError as exc:
-            return _error(400, f"The body is not valid JSON: {exc}")
         if body.model != config.model:
             return _error(404, f"The model `{body.model}` does not exist.")
         prompt = word_count(body.prompt_text())
         count = _budget(prompt, body.requested_tokens(), config.max_model_len)
         if isinstance(count, str):
             return _error(400, count)
-        head = {"id": new_id("chatcmpl" if chat else "cmpl"), "created": now(), "model": body.model}
-        reply = _Reply(chat, head, generate(body.seed_text(), count), prompt)
+        key = key_for(config.seed, body.seed, body.seed_text())
+        stops = body.stops()
+        answers = [apply_stop(generate(key, count, i), stops) for i in range(body.choices())]
+        reply = Reply.new(chat, body.model, answers, prompt)
         if body.stream:
-            return _ClosingStream(_events(load, reply, config.token_delay, body.wants_usage()))
-        async with load.request(prompt):
-            if config.token_delay:
-                await asyncio.sleep(config.token_delay * count)
-            load.generation_tokens += count
+            return _ClosingStream(engine.stream(reply, arrival, body.wants_usage()))
+        await engine.complete(reply, arrival)
         return JSONResponse(reply.whole())
 
-    @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         return await serve(request, chat=True)
 
-    @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         return await serve(request, chat=False)
 
-    return app
+    async def embeddings(request: Request) -> Response:
+        arrival = time.perf_counter()
+        if switch.fail_next():
+            return _error(500, _INJECTED)
+        try:
+            body = EmbeddingRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return _error(400, describe(exc))
+        if body.model != config.model:
+            return _error(404, f"The model `{body.model}` does not exist.")
+        dimensions = body.dimensions or config.embedding_dim
+        if dimensions > config.embedding_dim:
+            return _error(400, f"dimensions: at most {config.embedding_dim} for this model.")
+        texts = body.texts()
+        counts = [word_count(text) for text in texts]
+        if max(counts) > config.max_model_len:
+            return _error(400, (
+                f"This model's maximum context length is {config.max_model_len} tokens. However,"
+                f" you requested {max(counts)} tokens in the input for embedding generation."
+                " Please reduce the length of the input."
+            ))  # fmt: skip
+        prompt = sum(counts)
+        await engine.embed(prompt, arrival)
+        encoding = body.encoding_format or "float"
+        vectors = [encode_vector(embed(t, dimensions, config.seed), encoding) for t in texts]
+        return JSONResponse(embedding_body(body.model, vectors, prompt))
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route(ADMIN_PATH, switch.endpoint, methods=["GET", "POST"]),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(FaultGate, switch=switch)])

@@ -1,23 +1,23 @@
-"""The simulator's request models and response bodies, shaped as vLLM's OpenAI server's."""
+"""The simulator's request models and wire helpers, shaped as vLLM's OpenAI server's."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
-import zlib
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
+    "MAX_CHOICES",
     "ChatRequest",
     "CompletionRequest",
+    "EmbeddingRequest",
     "StreamOptions",
     "describe",
     "error_body",
-    "generate",
     "new_id",
     "now",
     "sse",
@@ -25,12 +25,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_TOKENS = 16
-_PREFIX = ("sim", "says:")
-_SENTENCE = (
-    "the", "spot", "node", "answered", "while", "the", "scheduler", "kept", "every", "replica",
-    "warm", "and", "the", "gateway", "routed", "each", "request", "to", "the", "least",
-    "loaded", "engine",
-)  # fmt: skip
+MAX_CHOICES = 128
+"""The most choices (``n``) one request may ask for, as OpenAI's API allows."""
 
 
 class StreamOptions(BaseModel):
@@ -46,14 +42,9 @@ class _Request(BaseModel):
     max_tokens: int | None = Field(None, gt=0)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    n: int | None = 1
-
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, value: int | None) -> int | None:
-        if value not in (None, 1):
-            raise ValueError("the simulator generates exactly one choice (n=1)")
-        return value
+    n: int | None = Field(1, ge=1, le=MAX_CHOICES)
+    stop: str | list[str] | None = None
+    seed: int | None = None
 
     @model_validator(mode="after")
     def _options_need_a_stream(self) -> _Request:
@@ -66,6 +57,14 @@ class _Request(BaseModel):
 
     def wants_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    def choices(self) -> int:
+        return self.n or 1
+
+    def stops(self) -> list[str]:
+        """The stop strings, empty ones dropped."""
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        return [stop for stop in stops if stop]
 
 
 class _Message(BaseModel):
@@ -106,15 +105,21 @@ class CompletionRequest(_Request):
         return self.prompt_text()
 
 
+class EmbeddingRequest(BaseModel):
+    """``/v1/embeddings``: one text or a list of them; token-id inputs are not simulated."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    input: str | Annotated[list[str], Field(min_length=1)]
+    encoding_format: Literal["float", "base64"] | None = "float"
+    dimensions: int | None = Field(None, gt=0)
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else self.input
+
+
 def word_count(text: str) -> int:
     return len(text.split())
-
-
-def generate(seed: str, count: int) -> list[str]:
-    """``count`` tokens (a word and a space each), always the same for the same seed."""
-    start = zlib.crc32(seed.encode())
-    words = [*_PREFIX, *(_SENTENCE[(start + i) % len(_SENTENCE)] for i in range(count))]
-    return [word + " " for word in words[:count]]
 
 
 def new_id(prefix: str) -> str:
