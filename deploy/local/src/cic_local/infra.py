@@ -115,7 +115,7 @@ def _data_dir(state_dir: Path, name: str) -> Path:
     if name != "postgres":
         return link
     data = postgres_data_dir(state_dir)
-    if data != link.resolve() and not link.is_symlink():
+    if data != link.resolve() and not (link.exists() or link.is_symlink()):
         link.symlink_to(data, target_is_directory=True)
     return data
 
@@ -124,7 +124,7 @@ def _start(state_dir: Path, service: _Service, url: str) -> int:
     """Start ``service`` on the URL's port if free, else on a free one; the port."""
     infra = state_dir / "infra"
     _, wanted = _host_port(url, service.default_port)
-    port = wanted if port_free(wanted) else free_port()
+    port = wanted if wanted >= 1024 and port_free(wanted) else free_port()
     data = _data_dir(state_dir, service.name)
     for attempt in range(3):
         try:
@@ -178,9 +178,10 @@ def stop_infra(state_dir: Path, *, purge: bool = False) -> list[str]:
                 stopped.append(service.name)
         pid_file.unlink(missing_ok=True)
     if purge:
-        data = postgres_data_dir(state_dir)
+        link = infra / "postgres"
+        if link.is_symlink():  # the cluster lives elsewhere; see postgres_data_dir
+            shutil.rmtree(link.resolve(), ignore_errors=True)
         shutil.rmtree(infra, ignore_errors=True)
-        shutil.rmtree(data, ignore_errors=True)
     return stopped
 
 
