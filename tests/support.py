@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import uvicorn
 from cic_common.bus import Bus
 from cic_common.events import Envelope, Event, decode, encode
+from cic_common.processes import free_port
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 T = TypeVar("T")
@@ -70,9 +70,7 @@ async def published(bus: Bus, subjects: str) -> int:
 @contextlib.asynccontextmanager
 async def serving(app: Any) -> AsyncIterator[str]:
     """Serve an ASGI ``app`` over real HTTP on a free port; yields its base URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cic_common.processes import alive
+from cic_common.processes import alive, free_port
 
 __all__ = [
     "PortTaken",
@@ -51,14 +51,6 @@ READY_WITHIN = 60.0
 
 class PortTaken(RuntimeError):
     """The server exited because another process took its port first."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (free when asked, not reserved)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def port_free(port: int) -> bool:

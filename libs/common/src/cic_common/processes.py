@@ -1,10 +1,19 @@
-"""Looking at local processes by pid, safely against zombies and pid reuse."""
+"""Local processes and ports: by pid, safely against zombies and pid reuse."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
-__all__ = ["alive", "carries_env"]
+__all__ = ["alive", "carries_env", "free_port"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (free when asked, not reserved)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def alive(pid: int) -> bool:

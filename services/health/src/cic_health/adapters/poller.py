@@ -12,6 +12,8 @@ from typing import Any, cast
 import httpx
 from redis.asyncio import Redis
 
+from cic_health.adapters.store import forget_fields
+
 __all__ = ["EnginePoller", "PollRecord", "PollStore"]
 
 _POLLS = "cic:polls"
@@ -94,7 +96,4 @@ class PollStore:
         return updated
 
     async def forget(self, keep: set[str]) -> None:
-        known = await self._redis.hkeys(_POLLS)
-        stale = [k for k in known if (k.decode() if isinstance(k, bytes) else k) not in keep]
-        if stale:
-            await self._redis.hdel(_POLLS, *stale)
+        await forget_fields(self._redis, _POLLS, keep)

@@ -11,7 +11,7 @@ from cic_common.events import Heartbeat
 from cic_common.nodes import NodeRepository
 from redis.asyncio import Redis
 
-__all__ = ["HealthStore", "HeartbeatRecord", "HeartbeatStore", "WatchedNode"]
+__all__ = ["HealthStore", "HeartbeatRecord", "HeartbeatStore", "WatchedNode", "forget_fields"]
 
 _HEARTBEATS = "cic:heartbeats"
 _WATCHED = ("active", "unhealthy", "draining")
@@ -87,7 +87,12 @@ class HeartbeatStore:
 
     async def forget(self, keep: set[str]) -> None:
         """Drop the heartbeats of nodes no longer watched."""
-        known = await self.redis.hkeys(_HEARTBEATS)
-        stale = [k for k in known if (k.decode() if isinstance(k, bytes) else k) not in keep]
-        if stale:
-            await self.redis.hdel(_HEARTBEATS, *stale)
+        await forget_fields(self.redis, _HEARTBEATS, keep)
+
+
+async def forget_fields(redis: Redis, key: str, keep: set[str]) -> None:
+    """Delete every field of the hash ``key`` (one per node) not in ``keep``."""
+    known = await redis.hkeys(key)
+    stale = [k for k in known if (k.decode() if isinstance(k, bytes) else k) not in keep]
+    if stale:
+        await redis.hdel(key, *stale)

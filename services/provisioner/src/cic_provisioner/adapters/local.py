@@ -8,27 +8,19 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cic_common.events import NodeSpec
-from cic_common.processes import alive, carries_env
+from cic_common.processes import alive, carries_env, free_port
 
 from cic_provisioner.domain.compute import Cluster, LaunchError, cluster_name
 
 __all__ = ["LocalBackend"]
 
 log = logging.getLogger(__name__)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class LocalBackend:
@@ -105,7 +97,7 @@ class LocalBackend:
         node_dir = self._dir / node_id
         node_dir.mkdir(parents=True, exist_ok=True)
         name = self.cluster_name(node_id, spec)
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             **self._extra_env,
