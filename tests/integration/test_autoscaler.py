@@ -90,3 +90,45 @@ async def test_load_scales_up_after_the_delay_and_back_down(
         assert reconciled == ["dauto", "dauto"]
     finally:
         await redis.aclose()
+
+
+async def test_request_rate_and_latency_from_the_table_drive_their_policies(
+    pool: asyncpg.Pool, servers: Servers
+) -> None:
+    await pool.execute(
+        "INSERT INTO deployments (id, name, model, replicas, autoscaler, min_replicas,"
+        " max_replicas, target_rps, target_p95) VALUES"
+        " ('drps', 'rps', 'rmodel', 1, 'requests_per_second', 1, 8, 4, 10),"
+        " ('dlat', 'lat', 'lmodel', 2, 'latency', 1, 8, 4, 10) ON CONFLICT DO NOTHING"
+    )
+    redis = Redis.from_url(servers.redis_url)
+    await redis.flushdb()
+    table = ReplicaTable(redis)
+
+    async def reconcile(deployment_id: str) -> None:
+        return None
+
+    clock = Clock()
+    autoscaler = Autoscaler(SchedulerStore(pool), table, reconcile, clock)
+
+    def busy(node_id: str, model: str, rps: float, p95: float) -> Replica:
+        return Replica(node_id=node_id, deployment_id="d", model=model, endpoint="http://x",
+                       requests_per_second=rps, latency_p95=p95)  # fmt: skip
+
+    try:
+        await table.replace({
+            "rmodel": [busy("r1", "rmodel", 9.0, 1.0)],  # 9 req/s at 4 per replica: 3
+            # p95 weighted by requests: (30 * 3 + 10 * 1) / 4 = 25 s, 2.5x the target.
+            "lmodel": [busy("l1", "lmodel", 3.0, 30.0), busy("l2", "lmodel", 1.0, 10.0)],
+        })  # fmt: skip
+        for _ in range(2):
+            for deployment in await autoscaler.due():
+                if deployment.id in ("drps", "dlat"):
+                    await autoscaler.process(deployment)
+            clock.now += timedelta(seconds=31)
+        held = dict(await pool.fetch(
+            "SELECT id, autoscaled_replicas FROM deployments WHERE id IN ('drps', 'dlat')"
+        ))  # fmt: skip
+        assert held == {"drps": 3, "dlat": 5}
+    finally:
+        await redis.aclose()

@@ -97,8 +97,10 @@ async def ready(world: World, node_id: str) -> None:
     await world.monitor.on_node_ready(event, envelope_for(event))
 
 
-async def beat(world: World, node_id: str, running: float = 0) -> None:
-    event = Heartbeat(node_id=node_id, requests_running=running)
+async def beat(world: World, node_id: str, running: float = 0, rps: float = 0) -> None:
+    p95 = 2.5 if rps else None
+    event = Heartbeat(node_id=node_id, requests_running=running, requests_per_second=rps,
+                      latency_p95=p95)  # fmt: skip
     await world.monitor.on_heartbeat(event, envelope_for(event))
 
 
@@ -197,9 +199,13 @@ async def test_a_heartbeat_refreshes_a_listed_replicas_load_before_the_next_pass
     world.clock.now = datetime.now(UTC)
     await world.monitor.check(world.clock.advance(1))
     version = await world.table.version()
-    await beat(world, "nh1", running=7)
+    await beat(world, "nh1", running=7, rps=3)
     (replica,) = await world.table.replicas("hmodel")
-    assert replica.requests_running == 7
+    assert (replica.requests_running, replica.requests_per_second, replica.latency_p95) == (
+        7,
+        3,
+        2.5,
+    )
     assert await world.table.version() == version  # the same replicas, fresher figures
     await beat(world, "nh2", running=9)  # not listed (not ready): stays out
     assert [r.node_id for r in await world.table.replicas("hmodel")] == ["nh1"]

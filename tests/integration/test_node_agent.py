@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 
+import httpx
 from cic_common.bus import Bus
 from cic_common.events import Heartbeat, NodeReady, decode
 from cic_common.processes import alive
@@ -53,6 +54,18 @@ async def test_agent_announces_heartbeats_restarts_and_stops_cleanly(bus: Bus) -
         assert ready[0].model == "agent-model"
         await eventually(lambda: asyncio.sleep(0, result=[b for b in beats if b.seq > 2]))
         assert beats[-1].engine_state == "ready"
+
+        # Requests the engine finishes show up as a rate and a p95 in the heartbeats.
+        async with httpx.AsyncClient(base_url=ready[0].endpoint) as client:
+            body = {"model": "agent-model", "prompt": "hi", "max_tokens": 4}
+            for _ in range(6):
+                answer = await client.post("/v1/completions", json=body)
+                assert answer.status_code == 200
+        busy = await eventually(
+            lambda: asyncio.sleep(0, result=[b for b in beats if b.requests_per_second > 0])
+        )
+        assert busy[0].latency_p95 is not None
+        assert busy[0].latency_p95 > 0
 
         first_engine = engine.pid
         assert first_engine is not None

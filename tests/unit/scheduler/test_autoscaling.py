@@ -52,3 +52,27 @@ def test_without_a_policy_the_operator_count_holds() -> None:
 def test_an_unknown_policy_is_refused() -> None:
     with pytest.raises(KeyError):
         autoscale(1, Load(1, 0, 0), None, NOW, AutoscalePolicy(name="magic"))
+
+
+@pytest.mark.parametrize(
+    ("name", "current", "load", "expected"),
+    [
+        pytest.param("requests_per_second", 2, Load(2, 0, 0, requests_per_second=22), 5,
+                     id="rps-per-replica-tracked"),
+        pytest.param("requests_per_second", 4, Load(4, 0, 0, requests_per_second=0), 1,
+                     id="rps-idle-shrinks-to-min"),
+        pytest.param("latency", 2, Load(2, 4, 0, latency_p95=25.0), 5,
+                     id="latency-over-target-grows-in-proportion"),
+        pytest.param("latency", 4, Load(4, 4, 0, latency_p95=2.0), 1,
+                     id="latency-under-target-follows-work-in-hand"),
+        pytest.param("latency", 2, Load(2, 16, 0, latency_p95=None), 2,
+                     id="latency-unknown-follows-work-in-hand"),
+    ],
+)  # fmt: skip
+def test_request_rate_and_latency_policies(
+    name: str, current: int, load: Load, expected: int
+) -> None:
+    policy = AutoscalePolicy(name=name, min_replicas=1, max_replicas=8, target=8, target_rps=5,
+                             target_p95=10, upscale_delay=timedelta(0),
+                             downscale_delay=timedelta(0))  # fmt: skip
+    assert autoscale(current, load, None, NOW, policy) == (expected, None)

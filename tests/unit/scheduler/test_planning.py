@@ -177,3 +177,37 @@ def test_a_rolling_update_never_drops_below_the_replica_count(
     nodes: list[NodeView], launches: int, drains: list[str]
 ) -> None:
     assert rolled(2, nodes) == (launches, drains)
+
+
+def failed(node_id: str, reason: str, ago: float, *, requested: float | None = None) -> NodeView:
+    """A launch that failed ``ago`` seconds before NOW (requested a minute earlier)."""
+    at = NOW - timedelta(seconds=ago)
+    asked = NOW - timedelta(seconds=requested if requested is not None else ago + 60)
+    return NodeView(node_id, S.LAUNCH_FAILED, requested_at=asked, updated_at=at,
+                    command_sent_at=asked, reason=reason)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("nodes", "launches"),
+    [
+        pytest.param([failed("a", "bad_spec: no such model", ago=10)], 0,
+                     id="first-failure-holds-30s"),
+        pytest.param([failed("a", "bad_spec: no such model", ago=31)], 1,
+                     id="first-failure-released-after-30s"),
+        pytest.param([failed("a", "auth: denied", ago=100), failed("b", "auth: denied", ago=50),
+                      failed("c", "auth: denied", ago=40)], 0,
+                     id="third-failure-holds-2-minutes"),
+        pytest.param([failed(str(i), "timeout: launch", ago=15 * 60 + 1 + i) for i in range(8)], 1,
+                     id="hold-capped-at-15-minutes"),
+        pytest.param([failed("a", "no_capacity: none in zone", ago=1),
+                      failed("b", "quota: exceeded", ago=1)], 1,
+                     id="capacity-refusals-are-not-held"),
+        pytest.param([failed("a", "bad_spec: x", ago=10, requested=600), node("b", S.TERMINATED)],
+                     1, id="a-launch-that-succeeded-since-clears-it"),
+    ],
+)  # fmt: skip
+def test_launches_back_off_after_failures_other_than_capacity(
+    nodes: list[NodeView], launches: int
+) -> None:
+    decisions = plan(deployment(1), nodes, NOW)
+    assert sum(isinstance(d, LaunchReplica) for d in decisions) == launches

@@ -166,6 +166,13 @@ class Heartbeat(Event):
     requests_waiting: float = Field(0.0, description="vllm:num_requests_waiting")
     kv_cache_usage: float = Field(0.0, ge=0.0, le=1.0, description="vllm:kv_cache_usage_perc")
     tokens_per_second: float = Field(0.0, ge=0.0, description="generated tokens per second")
+    requests_per_second: float = Field(0.0, ge=0.0, description="finished requests per second")
+    latency_p95: float | None = Field(
+        None,
+        ge=0.0,
+        description="p95 end-to-end latency (s) of the requests finished since "
+        "the last heartbeat; null when none finished",
+    )
     rebalance_recommended: bool = Field(False, description="the cloud warns of elevated risk")
     gpus: tuple[GpuFacts, ...] = Field((), description="empty where nvidia-smi is absent")
 

@@ -38,6 +38,9 @@ class Replica(BaseModel):
     requests_running: float = 0.0
     requests_waiting: float = 0.0
     kv_cache_usage: float = 0.0
+    requests_per_second: float = 0.0
+    latency_p95: float | None = None
+    """Seconds, end to end, over the engine's last heartbeat interval."""
     latency_ms: float | None = None
     """Average round trip of health's own polls of the engine."""
     degraded: bool = False

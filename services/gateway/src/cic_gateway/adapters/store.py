@@ -17,8 +17,8 @@ __all__ = ["ApiKey", "DeploymentStore", "KeyStore"]
 _DEPLOYMENT_COLUMNS = (
     "id, name, model, replicas, engine, backend, accelerator, max_model_len, engine_args,"
     " spot_policy, placement, locations, spot_spares, disk_size, disk_tier, params_billion,"
-    " autoscaler, min_replicas, max_replicas, target_in_flight, autoscaled_replicas,"
-    " generation, revision, created_at, updated_at, deleted_at"
+    " autoscaler, min_replicas, max_replicas, target_in_flight, target_rps, target_p95,"
+    " autoscaled_replicas, generation, revision, created_at, updated_at, deleted_at"
 )
 
 
@@ -36,8 +36,8 @@ class DeploymentStore:
             "INSERT INTO deployments (id, name, model, replicas, engine, backend, accelerator,"
             " max_model_len, engine_args, spot_policy, placement, locations, spot_spares,"
             " disk_size, disk_tier, params_billion, autoscaler, min_replicas, max_replicas,"
-            " target_in_flight) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,"
-            " $16,$17,$18,$19,$20)"
+            " target_in_flight, target_rps, target_p95) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,"
+            " $11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)"
             f" RETURNING {_DEPLOYMENT_COLUMNS}",
             dep_id,
             name,
@@ -59,6 +59,8 @@ class DeploymentStore:
             spec.min_replicas if spec.min_replicas is not None else spec.replicas,
             spec.max_replicas if spec.max_replicas is not None else spec.replicas,
             spec.target_in_flight,
+            spec.target_rps,
+            spec.target_p95,
         )
         return dict(row)
 

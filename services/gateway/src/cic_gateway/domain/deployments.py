@@ -54,12 +54,16 @@ class DeploymentCreate(BaseModel):
     disk_size: int | None = Field(None, gt=0, le=65536, description="GB")
     disk_tier: Literal["low", "medium", "high", "ultra", "best"] | None = None
     params_billion: float | None = Field(None, gt=0, le=10000)
-    autoscaler: Literal["none", "in_flight", "queue"] = Field(
+    autoscaler: Literal["none", "in_flight", "queue", "requests_per_second", "latency"] = Field(
         "none", description="none keeps `replicas`; the others track load within min/max"
     )
     min_replicas: int | None = Field(None, ge=0, le=256)
     max_replicas: int | None = Field(None, ge=1, le=256)
     target_in_flight: float = Field(8.0, gt=0, le=10000, description="per ready replica")
+    target_rps: float = Field(
+        5.0, gt=0, le=100000, description="requests_per_second: finished per second per replica"
+    )
+    target_p95: float = Field(10.0, gt=0, le=3600, description="latency: p95 seconds to hold")
 
     @model_validator(mode="after")
     def _bounds(self) -> DeploymentCreate:

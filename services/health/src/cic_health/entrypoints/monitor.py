@@ -90,6 +90,8 @@ class HealthMonitor:
                 "requests_running": event.requests_running,
                 "requests_waiting": event.requests_waiting,
                 "kv_cache_usage": event.kv_cache_usage,
+                "requests_per_second": event.requests_per_second,
+                "latency_p95": event.latency_p95,
             })  # fmt: skip
             if await self._table.refresh(fresh):
                 self._listed[event.node_id] = fresh
@@ -178,6 +180,8 @@ def _replica(
         requests_running=beat.requests_running if beat else 0.0,
         requests_waiting=beat.requests_waiting if beat else 0.0,
         kv_cache_usage=beat.kv_cache_usage if beat else 0.0,
+        requests_per_second=beat.requests_per_second if beat else 0.0,
+        latency_p95=beat.latency_p95 if beat else None,
         latency_ms=poll.latency_ms if poll else None,
         degraded=verdict is Verdict.DEGRADED,
     )

@@ -14,7 +14,7 @@ from cic_common.events import GpuFacts, Heartbeat, NodeReady, TerminationWarning
 from cic_common.loops import Loop
 
 from cic_node_agent.adapters.engine import EngineExited, EngineProcess
-from cic_node_agent.domain.metrics import tokens_per_second
+from cic_node_agent.domain.metrics import EngineFacts, Rates, rates
 from cic_node_agent.domain.notices import Notice
 
 __all__ = ["NodeAgent"]
@@ -70,7 +70,7 @@ class NodeAgent:
         self.rebalance_recommended = False
         self.deadline: datetime | None = None
         self._seq = 0
-        self._last_count: tuple[float, float] | None = None
+        self._last_reading: tuple[float, EngineFacts] | None = None
         self._stop_requested = asyncio.Event()
         self._leaving = asyncio.Event()
         self.heartbeats = Loop(
@@ -175,11 +175,11 @@ class NodeAgent:
 
     async def _heartbeat(self, seq: int) -> None:
         facts = await self._engine.facts() if self.state in ("ready", "stopping") else None
-        rate = 0.0
+        moved = Rates()
         if facts is not None:
-            reading = (time.monotonic(), facts.generation_tokens_total)
-            rate = tokens_per_second(self._last_count, reading)
-            self._last_count = reading
+            reading = (time.monotonic(), facts)
+            moved = rates(self._last_reading, reading)
+            self._last_reading = reading
         beat = Heartbeat(
             node_id=self.node_id,
             seq=seq,
@@ -187,7 +187,9 @@ class NodeAgent:
             requests_running=facts.requests_running if facts else 0.0,
             requests_waiting=facts.requests_waiting if facts else 0.0,
             kv_cache_usage=facts.kv_cache_usage if facts else 0.0,
-            tokens_per_second=rate,
+            tokens_per_second=moved.tokens_per_second,
+            requests_per_second=moved.requests_per_second,
+            latency_p95=moved.latency_p95,
             rebalance_recommended=self.rebalance_recommended,
             gpus=await self._read_gpus(),
         )

@@ -64,7 +64,8 @@ class SchedulerStore:
     async def autoscaled(self) -> list[AutoscaledDeployment]:
         rows = await self._pool.fetch(
             "SELECT id, model, replicas, autoscaler, min_replicas, max_replicas,"
-            " target_in_flight, autoscaled_replicas, autoscale_proposal FROM deployments"
+            " target_in_flight, target_rps, target_p95, autoscaled_replicas,"
+            " autoscale_proposal FROM deployments"
             " WHERE deleted_at IS NULL AND autoscaler <> 'none' ORDER BY id"
         )
         found = []
@@ -75,6 +76,8 @@ class SchedulerStore:
                 min_replicas=r["min_replicas"] if r["min_replicas"] is not None else r["replicas"],
                 max_replicas=r["max_replicas"] if r["max_replicas"] is not None else r["replicas"],
                 target=r["target_in_flight"],
+                target_rps=r["target_rps"],
+                target_p95=r["target_p95"],
             )
             proposal = None
             if last:

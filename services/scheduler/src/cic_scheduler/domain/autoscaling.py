@@ -1,7 +1,15 @@
-"""Autoscaling: target tracking on work in hand, with delays against flapping.
+"""Autoscaling: target tracking on load, with delays against flapping.
 
 Policies are chosen by name (``AUTOSCALERS``); each is a pure function of the
-deployment's bounds, the load now, its memory of the last proposal, and ``now``.
+deployment's bounds, the load now, its memory of the last proposal, and ``now``:
+
+- ``in_flight``: requests running + waiting per ready replica, toward ``target``.
+- ``queue``: the same, a waiting request counting double (the batch is full already).
+- ``requests_per_second``: finished requests per second per replica, toward
+  ``target_rps`` (SkyServe's ``target_qps_per_replica``).
+- ``latency``: p95 end-to-end latency held under ``target_p95``: above it, replicas
+  grow in proportion to the excess; below it, the count follows ``in_flight``, so a
+  deployment shrinks when the work in hand does, never on a latency dip alone.
 """
 
 from __future__ import annotations
@@ -21,6 +29,10 @@ class AutoscalePolicy:
     max_replicas: int = 1
     target: float = 8.0
     """Work in hand per ready replica the policy aims at (requests running + waiting)."""
+    target_rps: float = 5.0
+    """``requests_per_second``: finished requests per second per replica."""
+    target_p95: float = 10.0
+    """``latency``: seconds, end to end."""
     upscale_delay: timedelta = timedelta(seconds=30)
     downscale_delay: timedelta = timedelta(minutes=5)
 
@@ -30,6 +42,9 @@ class Load:
     ready: int
     running: float
     waiting: float
+    requests_per_second: float = 0.0
+    latency_p95: float | None = None
+    """Seconds; None while no request finished lately."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +68,23 @@ def _queue(load: Load, policy: AutoscalePolicy) -> float:
     return (load.running + 2 * load.waiting) / policy.target
 
 
-AUTOSCALERS: dict[str, Rule | None] = {"none": None, "in_flight": _in_flight, "queue": _queue}
+def _requests_per_second(load: Load, policy: AutoscalePolicy) -> float:
+    return load.requests_per_second / policy.target_rps
+
+
+def _latency(load: Load, policy: AutoscalePolicy) -> float:
+    if load.latency_p95 is not None and load.latency_p95 > policy.target_p95 and load.ready:
+        return load.ready * load.latency_p95 / policy.target_p95
+    return _in_flight(load, policy)
+
+
+AUTOSCALERS: dict[str, Rule | None] = {
+    "none": None,
+    "in_flight": _in_flight,
+    "queue": _queue,
+    "requests_per_second": _requests_per_second,
+    "latency": _latency,
+}
 """Policies by name; ``none`` keeps the count the operator set."""
 
 

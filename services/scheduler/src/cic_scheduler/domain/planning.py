@@ -18,6 +18,7 @@ __all__ = [
     "NodeView",
     "RequestTerminate",
     "ResendLaunch",
+    "launches_held_until",
     "plan",
 ]
 
@@ -95,6 +96,39 @@ def _troubled(node: NodeView) -> bool:
     return node.status is NodeStatus.LOST
 
 
+_CAPACITY = ("no_capacity", "quota")
+_LAUNCHED = frozenset(
+    {NodeStatus.INITIALIZING, NodeStatus.ACTIVE, NodeStatus.UNHEALTHY, NodeStatus.DRAINING,
+     NodeStatus.DEAD, NodeStatus.TERMINATED, NodeStatus.LOST}
+)  # fmt: skip
+
+
+def launches_held_until(
+    nodes: list[NodeView],
+    base: timedelta = timedelta(seconds=30),
+    cap: timedelta = timedelta(minutes=15),
+) -> datetime | None:
+    """When launches may resume after failures other than capacity (a bad spec, auth,
+    timeouts): ``base`` after the first, doubling with each one since a launch last
+    succeeded, at most ``cap``. None when the last launches did not fail that way.
+
+    Capacity and quota refusals are not held here: ``fleet_plan`` moves to another
+    location (or market) instead, which is the cure for those.
+    """
+    succeeded = max((n.requested_at for n in nodes if n.status in _LAUNCHED), default=None)
+    failures = sorted(
+        n.updated_at
+        for n in nodes
+        if n.status is NodeStatus.LAUNCH_FAILED
+        and not n.reason.startswith(_CAPACITY)
+        and (succeeded is None or n.requested_at > succeeded)
+    )
+    if not failures:
+        return None
+    hold: timedelta = min(cap, base * 2 ** (len(failures) - 1))
+    return failures[-1] + hold
+
+
 def _roll(
     desired: int,
     current: list[NodeView],
@@ -132,7 +166,10 @@ def plan(
       in another location when the cloud took them; the least useful go first.
     - A deleted deployment wants none.
     - Commands without an outcome after ``resend_after`` are sent again.
-    ``nodes`` may include recently ended ones: they tell which locations are in trouble.
+    - After launches failed for reasons other than capacity, new ones wait
+      (``launches_held_until``): a bad spec is not relaunched on every pass.
+    ``nodes`` may include recently ended ones: they tell which locations are in trouble
+    and which launches failed.
     """
     desired = 0 if deployment.deleted else deployment.replicas
     live = [n for n in nodes if n.status in LIVE]
@@ -144,7 +181,8 @@ def plan(
     ]
     troubles = [Trouble(n.location, n.updated_at) for n in nodes if _troubled(n) and n.location]
     placed = fleet_plan(desired, fleet, deployment.locations, troubles, now, deployment.policy)
-    launches = placed.launches
+    held = launches_held_until(nodes)
+    launches = placed.launches if held is None or now >= held else []
     reason = "deployment deleted" if deployment.deleted else "scaled down"
     retire = [DrainNode(node_id, reason) for node_id in placed.retire]
     if outdated:
