@@ -6,6 +6,8 @@ import asyncio
 
 from cic_common.bus import Bus
 from cic_common.events import Envelope, LaunchRequested, NodeSpec, TerminateRequested
+from cic_common.telemetry import inject_headers
+from opentelemetry import context, propagate
 from support import dead_letters, eventually
 
 
@@ -59,3 +61,26 @@ async def test_a_handled_event_is_acknowledged_and_not_seen_again(bus: Bus) -> N
     assert seen == ["nack"]
     assert info.num_pending == 0
     assert info.num_ack_pending == 0
+
+
+async def test_without_recorded_spans_the_trace_context_still_flows_through(bus: Bus) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    incoming = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    passed_on: list[dict[str, str]] = []
+
+    async def handle(event: TerminateRequested, envelope: Envelope) -> None:
+        passed_on.append(inject_headers({}))  # what a publish from here would carry
+
+    consumer = bus.consumer(TerminateRequested, "test-trace", handle)
+    task = asyncio.create_task(consumer.run())
+    token = context.attach(propagate.extract(incoming))
+    try:
+        await bus.publish(TerminateRequested(node_id="ntrace"))
+    finally:
+        context.detach(token)
+    try:
+        await eventually(lambda: asyncio.sleep(0, result=passed_on))
+    finally:
+        consumer.stop()
+        await task
+    assert passed_on[0]["traceparent"].split("-")[1] == trace_id

@@ -16,7 +16,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from cic_common.events import Envelope, Event, PoisonEvent, decode, encode
 from cic_common.signing import SIGNATURE_HEADER, signature_header
 from cic_common.streams import dlq_subject, ensure_streams, stream_for
-from cic_common.telemetry import extract_context, inject_headers, tracer
+from cic_common.telemetry import consuming, inject_headers
 
 __all__ = ["Bus", "Consumer", "Handler", "Publisher", "nak_delay"]
 
@@ -213,10 +213,7 @@ class Consumer(Generic[E]):
         except PoisonEvent as exc:
             await self._dead_letter(msg, str(exc), delivered)
             return
-        span_name = f"consume {self._type.TYPE}"
-        ctx = extract_context(msg.headers)
-        with tracer(__name__).start_as_current_span(span_name, context=ctx) as span:
-            span.set_attribute("cic.event_id", envelope.event_id)
+        with consuming(f"consume {self._type.TYPE}", msg.headers, envelope.event_id) as span:
             try:
                 if self._authenticate is not None:
                     await self._authenticate(msg.subject, msg.data, msg.headers or {}, event)
@@ -225,7 +222,8 @@ class Consumer(Generic[E]):
                 await self._dead_letter(msg, str(exc), delivered)
                 return
             except Exception as exc:
-                span.record_exception(exc)
+                if span is not None:
+                    span.record_exception(exc)
                 if delivered >= self._max_deliver:
                     await self._dead_letter(msg, f"{type(exc).__name__}: {exc}", delivered)
                 else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 __all__ = ["CHANGED_CHANNEL", "Replica", "ReplicaTable"]
 
@@ -77,16 +78,29 @@ class ReplicaTable:
         await self._redis.publish(CHANGED_CHANNEL, str(version))
         return version
 
-    async def refresh(self, replica: Replica) -> bool:
-        """Rewrite one listed replica's entry (its load figures moved); a replica no
+    async def refresh(self, *replicas: Replica) -> list[bool]:
+        """Rewrite listed replicas' entries (their load figures moved); a replica no
         longer listed stays out. No new version: membership did not change."""
-        written = await self._redis.eval(_REFRESH, 1, _model_key(replica.model),
-                                         replica.node_id, replica.model_dump_json())  # fmt: skip
-        return bool(written)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for replica in replicas:
+                self.queue_refresh(pipe, replica)
+            written = await pipe.execute()
+        return [bool(w) for w in written]
+
+    @staticmethod
+    def queue_refresh(pipe: Pipeline, replica: Replica) -> None:
+        """``refresh`` as one command of ``pipe`` (its result: 1 if written, else 0)."""
+        pipe.eval(_REFRESH, 1, _model_key(replica.model), replica.node_id,
+                  replica.model_dump_json())  # fmt: skip
 
     async def replicas(self, model: str) -> list[Replica]:
         raw = await self._redis.hgetall(_model_key(model))
         return [Replica.model_validate_json(v) for v in raw.values()]
+
+    async def entry(self, model: str, node_id: str) -> Replica | None:
+        """One replica's entry, or None when it is not listed."""
+        raw = await self._redis.hget(_model_key(model), node_id)
+        return None if raw is None else Replica.model_validate_json(raw)
 
     async def models(self) -> list[str]:
         return sorted(m.decode() if isinstance(m, bytes) else m for m in await self._models())

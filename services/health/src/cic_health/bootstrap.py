@@ -37,6 +37,7 @@ async def run(settings: HealthSettings) -> None:
     monitor = HealthMonitor(
         store, HeartbeatStore(redis), ReplicaTable(redis), policy,
         poller=poller, poll_interval=timedelta(seconds=settings.poll_interval),
+        pass_interval=timedelta(seconds=settings.check_interval),
     )  # fmt: skip
     lease = RedisLease(redis, "health-check", ttl_seconds=max(3 * settings.check_interval, 10))
     loop = Loop(
@@ -49,7 +50,7 @@ async def run(settings: HealthSettings) -> None:
         bus.consumer(NodeReady, "health-node-ready", monitor.on_node_ready, max_deliver=md,
                      authenticate=signed),
         bus.consumer(Heartbeat, "health-heartbeat", monitor.on_heartbeat, max_deliver=md,
-                     concurrency=16, deliver_new=True, authenticate=signed),
+                     concurrency=64, deliver_new=True, authenticate=signed),
         bus.consumer(NodeDraining, "health-node-draining", monitor.on_node_gone, max_deliver=md),
         bus.consumer(NodeTerminated, "health-node-terminated", monitor.on_node_gone,
                      max_deliver=md),
