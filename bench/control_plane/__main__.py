@@ -45,7 +45,7 @@ from .procs import Usage, usage
 from .reconcile import reconcile_pass
 
 ROOT = Path(__file__).resolve().parents[2]
-DATABASE = "cic_bench_control_plane"
+DATABASE = f"cic_bench_control_plane_{os.getpid()}"
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,16 +58,24 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--per-deployment", type=int, default=100)
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between beats")
     parser.add_argument("--poll-interval", type=float, default=30.0, help="health's polls")
+    parser.add_argument("--check-interval", type=float, default=5.0, help="health's passes")
     parser.add_argument("--warmup", type=float, default=40.0, help="seconds not measured")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds measured")
     return parser.parse_args(argv)
 
 
-def services(poll_interval: float, gateway_port: int) -> tuple[ServiceSpec, ...]:
+def services(args: argparse.Namespace, gateway_port: int) -> tuple[ServiceSpec, ...]:
     return (
         ServiceSpec("provisioner", "cic_provisioner", {"CIC_BACKENDS": "[]"}),
         ServiceSpec("scheduler", "cic_scheduler"),
-        ServiceSpec("health", "cic_health", {"CIC_POLL_INTERVAL": str(poll_interval)}),
+        ServiceSpec(
+            "health",
+            "cic_health",
+            {
+                "CIC_POLL_INTERVAL": str(args.poll_interval),
+                "CIC_CHECK_INTERVAL": str(args.check_interval),
+            },
+        ),
         # Nodes the fleet only pretends to run have no clusters: no ghost hunting here
         # (``reconcile_pass`` measures the reconciler against a full inventory instead).
         ServiceSpec("reconciler", "cic_reconciler", {"CIC_GHOST_GRACE": "86400"}),
@@ -135,19 +143,31 @@ def percentile(values: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     with tempfile.TemporaryDirectory(prefix="cic-bench-") as workdir:
-        run(args, Path(workdir))
+        private = PrivateNats(Path(workdir))
+        private.start()
+        try:
+            run(args, Path(workdir), private)
+        finally:
+            private.stop()
 
 
-def run(args: argparse.Namespace, workdir: Path) -> None:
-    private = PrivateNats(workdir)
-    private.start()
+def run(args: argparse.Namespace, workdir: Path, private: PrivateNats) -> None:
     server_url, dsn, redis_url = asyncio.run(prepare(args, private.url))
+    try:
+        measure(args, workdir, private, dsn, redis_url)
+    finally:
+        asyncio.run(drop_database(server_url, DATABASE))
+
+
+def measure(
+    args: argparse.Namespace, workdir: Path, private: PrivateNats, dsn: str, redis_url: str
+) -> None:
     engine_port, gateway_port = free_port(), free_port()
     engine = start_engine(engine_port)
     asyncio.run(seed(dsn, args.nodes, args.per_deployment, f"http://127.0.0.1:{engine_port}"))
     env = {"CIC_NATS_URL": private.url, "CIC_POSTGRES_DSN": dsn, "CIC_REDIS_URL": redis_url,
            "CIC_LOG_LEVEL": "WARNING"}  # fmt: skip
-    platform = Platform(workdir, env, services(args.poll_interval, gateway_port))
+    platform = Platform(workdir, env, services(args, gateway_port))
     platform.start()
     try:
         publisher = subprocess.Popen(
@@ -180,11 +200,10 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
     cp_rss = sum(u.rss_mb for u in control)
     lat = report["latencies"]
     clusters, pass_s, read_s = asyncio.run(reconcile_pass(dsn, private.url))
-    private.stop()
-    asyncio.run(drop_database(server_url, DATABASE))
     print(f"- {args.nodes} nodes in {args.nodes // args.per_deployment} deployments, a "
           f"heartbeat each every {args.interval:g} s: {report['rate']:.0f} published/s; health "
-          f"polls every engine every {args.poll_interval:g} s; measured over {window:.0f} s "
+          f"polls every engine every {args.poll_interval:g} s and judges every node every "
+          f"{args.check_interval:g} s; measured over {window:.0f} s "
           f"after {args.warmup:g} s of warm-up")  # fmt: skip
     print()
     print(table(rows, window))

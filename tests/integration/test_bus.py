@@ -84,3 +84,24 @@ async def test_without_recorded_spans_the_trace_context_still_flows_through(bus:
         consumer.stop()
         await task
     assert passed_on[0]["traceparent"].split("-")[1] == trace_id
+
+
+async def test_a_lingering_consumer_takes_a_stream_in_batches_and_misses_none(bus: Bus) -> None:
+    seen: list[str] = []
+
+    async def record(event: TerminateRequested, envelope: Envelope) -> None:
+        seen.append(event.node_id)
+
+    consumer = bus.consumer(TerminateRequested, "test-linger", record, concurrency=8,
+                            linger=0.05)  # fmt: skip
+    task = asyncio.create_task(consumer.run())
+    try:
+        for i in range(30):
+            await bus.publish(TerminateRequested(node_id=f"nlinger{i}"))
+        await eventually(lambda: asyncio.sleep(0, result=len(seen) == 30))
+    finally:
+        consumer.stop()
+        await task
+    assert sorted(seen) == sorted(f"nlinger{i}" for i in range(30))
+    info = await bus.js.consumer_info("CIC_EVENTS", "test-linger")
+    assert info.num_pending + info.num_ack_pending == 0

@@ -108,13 +108,17 @@ class Bus:
         ack_wait: float = 30.0,
         deliver_new: bool = False,
         authenticate: Authenticator | None = None,
+        linger: float = 0.0,
     ) -> Consumer[E]:
         """A durable pull consumer of every ``event_type`` event; instances sharing
         ``durable`` share the work (each event goes to one of them). With
-        ``authenticate``, an event it refuses is dead-lettered unhandled."""
+        ``authenticate``, an event it refuses is dead-lettered unhandled. ``linger``
+        (seconds): after a fetch that did not fill every free slot, wait this long
+        before the next, so a steady stream is taken in batches rather than one pull
+        request per event or two (worth it for frequent events such as heartbeats)."""
         return Consumer(
             self, event_type, durable, handler, max_deliver, concurrency, ack_wait, deliver_new,
-            authenticate,
+            authenticate, linger,
         )  # fmt: skip
 
     async def close(self) -> None:
@@ -142,8 +146,10 @@ class Consumer(Generic[E]):
         ack_wait: float,
         deliver_new: bool,
         authenticate: Authenticator | None = None,
+        linger: float = 0.0,
     ) -> None:
         self._bus = bus
+        self._linger = linger
         self._authenticate = authenticate
         self._type = event_type
         self.durable = durable
@@ -192,6 +198,8 @@ class Consumer(Generic[E]):
                     task = asyncio.create_task(self._handle(msg))
                     self._inflight.add(task)
                     task.add_done_callback(self._inflight.discard)
+                if self._linger and len(msgs) < self._concurrency:
+                    await asyncio.sleep(self._linger)
         finally:
             if self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)

@@ -50,7 +50,7 @@ async def run(settings: HealthSettings) -> None:
         bus.consumer(NodeReady, "health-node-ready", monitor.on_node_ready, max_deliver=md,
                      authenticate=signed),
         bus.consumer(Heartbeat, "health-heartbeat", monitor.on_heartbeat, max_deliver=md,
-                     concurrency=64, deliver_new=True, authenticate=signed),
+                     concurrency=64, deliver_new=True, authenticate=signed, linger=0.05),
         bus.consumer(NodeDraining, "health-node-draining", monitor.on_node_gone, max_deliver=md),
         bus.consumer(NodeTerminated, "health-node-terminated", monitor.on_node_gone,
                      max_deliver=md),
