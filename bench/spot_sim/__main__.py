@@ -134,7 +134,9 @@ def describe(traces: Traces, params: SimParams, trace_dir: Path) -> str:
             f"{params.spot_price:g} x on-demand; refused launches answered after "
             f"{params.fail_delay:g} s; first {params.warmup:g} s not counted",
             f"- CIC: `PlacementPolicy(spot={p.spot!r}, spot_spares={p.spot_spares}, "
-            f"backoff={p.backoff}, cover={p.cover!r}, hedge_troubled={p.hedge_troubled})`",
+            f"backoff={p.backoff}, cover={p.cover!r}, lean_spares={p.lean_spares}, "
+            f"hedge_young={p.hedge_young}, hedge_on_demand={p.hedge_on_demand}, "
+            f"probe={p.probe})`",
         ]
     )
 

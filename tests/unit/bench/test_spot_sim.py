@@ -130,6 +130,22 @@ def test_when_every_zone_goes_on_demand_covers_after_the_launch_delay_less_the_l
     assert result.relative_cost > 0.45  # two on-demand replicas for the two hours
 
 
+def test_a_location_just_back_is_hedged_so_its_next_drop_costs_nothing(tmp_path: Path) -> None:
+    """One zone that comes back and goes again: the first drop costs the launch delay less
+    the warning to both; CIC then hedges the young zone with on-demand, the defaults do not."""
+    flapping = [0 if 180 <= i < 195 or 225 <= i < 240 else 1 for i in range(len(UP) + 120)]
+    t = traces(tmp_path, z1=flapping)
+    params = SimParams(target=2)
+    dip = params.launch_delay - params.warning_lead
+    measured = t.duration - params.warmup
+    below = {
+        name: (1 - run_cic(t, policy, params).full_strength) * measured
+        for name, policy in [("cic", CIC_POLICY), ("defaults", DEFAULTS)]
+    }
+    assert below["cic"] == pytest.approx(dip)
+    assert below["defaults"] == pytest.approx(2 * dip)
+
+
 def test_spot_in_one_zone_has_nothing_while_the_zone_has_no_capacity(tmp_path: Path) -> None:
     t = traces(tmp_path, z1=outage(2, 4), z2=UP)
     one_zone = scheduler_policy(PlacementPolicy(spot="spot_only", spot_spares=0), only="z1")
@@ -151,11 +167,13 @@ def test_the_command_prints_the_parameters_and_a_row_per_contender(
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"public spot traces not checked out at {REAL}")
-def test_on_the_public_aws_traces_cic_meets_the_goals_spothedge_does_not() -> None:
+def test_on_the_public_aws_traces_cic_meets_the_goals_and_beats_spothedge_on_both() -> None:
     results = {r.name: r for r in cli.run(load_traces(REAL), SimParams())}
     cic, hedge = results["CIC"], results["SpotHedge"]
     assert cic.full_strength >= 0.999
     assert cic.relative_cost <= 0.5
     assert cic.full_strength > hedge.full_strength
+    assert cic.relative_cost < hedge.relative_cost
     assert hedge.full_strength < 0.999
+    assert results["CIC, untuned"].full_strength < cic.full_strength
     assert results["all on-demand"].relative_cost == 1.0
