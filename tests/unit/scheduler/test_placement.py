@@ -172,3 +172,12 @@ def test_when_every_place_is_in_trouble_the_longest_troubled_comes_first() -> No
 def test_without_locations_the_optimizer_chooses() -> None:
     plan = fleet_plan(2, [], [], [], NOW, SPOT)
     assert plan.launches == [Launch(None, True)] * 3
+
+
+def test_without_locations_each_replica_counts_as_its_own_location() -> None:
+    """The tuned policy keeps its spare and hedges nothing: no location is known to hold
+    several replicas, so the spare can replace any one of them."""
+    plan = fleet_plan(2, [], [], [], NOW, CIC)
+    assert plan.launches == [Launch(None, True)] * 3 + [Launch(None, False)] * 2
+    young = [spot(f"s{i}", None, age=600) for i in range(3)] + [od("o1"), od("o2")]
+    assert fleet_plan(2, young, [], [], NOW, CIC).retire == ["o1", "o2"]
