@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import asyncpg
 import nats
 from cic_common.events import Heartbeat, NodeSpec, encode
-from cic_common.replicas import Replica
+from cic_common.replicas import ReplicaTable
 from cic_common.signing import SIGNATURE_HEADER, signature_header
 from cic_common.streams import ensure_streams
 from redis.asyncio import Redis
@@ -74,8 +74,8 @@ class Probe:
     """Times heartbeats of probe nodes until the table shows their stamp: one reader
     checks every pending probe in one pipeline each few milliseconds."""
 
-    def __init__(self, redis: Redis) -> None:
-        self.redis = redis
+    def __init__(self, table: ReplicaTable) -> None:
+        self.table = table
         self.pending: dict[tuple[str, str], tuple[float, float]] = {}
         self.latencies: list[float] = []
         self.missed = 0
@@ -86,14 +86,11 @@ class Probe:
             keys = list(self.pending)
             if not keys:
                 continue
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for model, node_id in keys:
-                    pipe.hget(f"cic:replicas:model:{model}", node_id)
-                found = await pipe.execute()
+            found = await self.table.entries(keys)
             now = time.monotonic()
-            for key, raw in zip(keys, found, strict=True):
+            for key, replica in zip(keys, found, strict=True):
                 stamp, sent = self.pending[key]
-                if raw is not None and Replica.model_validate_json(raw).requests_waiting == stamp:
+                if replica is not None and replica.requests_waiting == stamp:
                     self.latencies.append(now - sent)
                     del self.pending[key]
                 elif now - sent > 10.0:
@@ -105,7 +102,7 @@ async def publish(args: argparse.Namespace) -> None:
     nc = await nats.connect(args.nats_url)
     await ensure_streams(nc.jetstream())
     redis = Redis.from_url(args.redis_url)
-    probe = Probe(redis)
+    probe = Probe(ReplicaTable(redis))
     done = asyncio.Event()
     watcher = asyncio.create_task(probe.watch(done))
     fleet = list(node_ids(args.nodes, args.per_deployment))

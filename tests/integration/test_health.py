@@ -209,3 +209,4 @@ async def test_a_heartbeat_refreshes_a_listed_replicas_load_before_the_next_pass
     assert await world.table.version() == version  # the same replicas, fresher figures
     await beat(world, "nh2", running=9)  # not listed (not ready): stays out
     assert [r.node_id for r in await world.table.replicas("hmodel")] == ["nh1"]
+    assert await world.table.entries([("hmodel", "nh1"), ("hmodel", "nh2")]) == [replica, None]

@@ -97,10 +97,14 @@ class ReplicaTable:
         raw = await self._redis.hgetall(_model_key(model))
         return [Replica.model_validate_json(v) for v in raw.values()]
 
-    async def entry(self, model: str, node_id: str) -> Replica | None:
-        """One replica's entry, or None when it is not listed."""
-        raw = await self._redis.hget(_model_key(model), node_id)
-        return None if raw is None else Replica.model_validate_json(raw)
+    async def entries(self, keys: list[tuple[str, str]]) -> list[Replica | None]:
+        """The entries of ``(model, node id)`` pairs, in one round trip; None for a
+        replica not listed."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for model, node_id in keys:
+                pipe.hget(_model_key(model), node_id)
+            found = await pipe.execute()
+        return [None if raw is None else Replica.model_validate_json(raw) for raw in found]
 
     async def models(self) -> list[str]:
         return sorted(m.decode() if isinstance(m, bytes) else m for m in await self._models())

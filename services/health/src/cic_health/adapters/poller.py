@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
-from cic_health.adapters.store import forget_fields
+from cic_health.adapters.store import drop_fields, forget_fields
 
 __all__ = ["EnginePoller", "PollRecord", "PollStore"]
 
@@ -128,8 +128,7 @@ class PollStore:
         return updated
 
     async def drop(self, gone: set[str]) -> None:
-        if gone:
-            await self._redis.hdel(_POLLS, *gone)
+        await drop_fields(self._redis, _POLLS, gone)
 
     async def sweep(self, keep: set[str]) -> None:
         await forget_fields(self._redis, _POLLS, keep)

@@ -19,6 +19,7 @@ __all__ = [
     "HeartbeatRecord",
     "HeartbeatStore",
     "WatchedNode",
+    "drop_fields",
     "figures",
     "forget_fields",
 ]
@@ -153,12 +154,17 @@ class HeartbeatStore:
 
     async def drop(self, gone: set[str]) -> None:
         """Forget the heartbeats of nodes no longer watched."""
-        if gone:
-            await self.redis.hdel(_HEARTBEATS, *gone)
+        await drop_fields(self.redis, _HEARTBEATS, gone)
 
     async def sweep(self, keep: set[str]) -> None:
         """Forget every heartbeat but those of ``keep`` (a scan of them all: on start)."""
         await forget_fields(self.redis, _HEARTBEATS, keep)
+
+
+async def drop_fields(redis: Redis, key: str, gone: set[str]) -> None:
+    """Delete the fields ``gone`` (node ids) of the hash ``key``."""
+    if gone:
+        await redis.hdel(key, *gone)
 
 
 async def forget_fields(redis: Redis, key: str, keep: set[str]) -> None:
