@@ -122,7 +122,7 @@ async def health_state(dsn: str, nats_url: str) -> tuple[dict[str, int], int]:
     statuses = dict(await conn.fetch("SELECT status, count(*) FROM nodes GROUP BY status"))
     await conn.close()
     nc = await nats.connect(nats_url)
-    info = await nc.jetstream().consumer_info(stream_for("cic.heartbeat.x"), "health-heartbeat")
+    info = await nc.jetstream().consumer_info(stream_for("cic.heartbeat.x"), "health-heartbeats")
     await nc.drain()
     return statuses, info.num_pending + info.num_ack_pending
 

@@ -7,6 +7,7 @@ import asyncio
 from cic_common.bus import Bus
 from cic_common.events import Envelope, LaunchRequested, NodeSpec, TerminateRequested
 from cic_common.telemetry import inject_headers
+from nats.js.errors import NotFoundError
 from opentelemetry import context, propagate
 from support import dead_letters, eventually
 
@@ -105,3 +106,61 @@ async def test_a_lingering_consumer_takes_a_stream_in_batches_and_misses_none(bu
     assert sorted(seen) == sorted(f"nlinger{i}" for i in range(30))
     info = await bus.js.consumer_info("CIC_EVENTS", "test-linger")
     assert info.num_pending + info.num_ack_pending == 0
+
+
+async def test_a_batch_consumer_hands_over_each_fetch_at_once_and_dead_letters_poison(
+    bus: Bus,
+) -> None:
+    batches: list[list[str]] = []
+
+    async def record(events: list[tuple[TerminateRequested, Envelope]]) -> None:
+        batches.append([event.node_id for event, _ in events])
+
+    consumer = bus.batch_consumer(TerminateRequested, "test-batch", record, batch=64,
+                                  linger=0.05)  # fmt: skip
+    for i in range(20):
+        await bus.publish(TerminateRequested(node_id=f"nbatch{i}"))
+    await bus.js.publish("cic.terminate-requested.nbatchbad", b"not json")
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(lambda: asyncio.sleep(0, result=consumer.handled == 20))
+        letters = await eventually(lambda: dead_letters(bus, "cic.terminate-requested.nbatchbad"))
+    finally:
+        consumer.stop()
+        await task
+    assert sorted(n for batch in batches for n in batch) == sorted(f"nbatch{i}" for i in range(20))
+    assert len(batches) < 20  # taken together, not one by one
+    assert letters[0][1]["Cic-Dlq-Consumer"] == "test-batch"
+    info = await bus.js.consumer_info("CIC_EVENTS", "test-batch")
+    assert info.num_pending + info.num_ack_pending == 0
+
+
+async def test_a_failed_superseded_event_is_dropped_not_redelivered(bus: Bus) -> None:
+    calls: list[str] = []
+
+    async def broken(events: list[tuple[TerminateRequested, Envelope]]) -> None:
+        calls.extend(event.node_id for event, _ in events)
+        raise RuntimeError("redis down")
+
+    async def created() -> bool:
+        try:
+            await bus.js.consumer_info("CIC_EVENTS", "test-superseded")
+        except NotFoundError:
+            return False
+        return True
+
+    consumer = bus.batch_consumer(TerminateRequested, "test-superseded", broken,
+                                  deliver_new=True, superseded=True)  # fmt: skip
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(created)
+        await bus.publish(TerminateRequested(node_id="nsuperseded"))
+        await eventually(lambda: asyncio.sleep(0, result=calls))
+        await asyncio.sleep(2.5)  # a redelivery (after 1 s with acks) would come by now
+    finally:
+        consumer.stop()
+        await task
+    assert calls == ["nsuperseded"]
+    info = await bus.js.consumer_info("CIC_EVENTS", "test-superseded")
+    assert info.config.ack_policy == "none"
+    assert info.num_pending == 0

@@ -68,3 +68,21 @@ async def test_a_hung_engine_fails_at_the_timeout_and_nothing_fails_the_pass(
     )
     assert [ok for ok, _ in results] == [False, False, False, False]
     assert results[0][1] >= 0.3  # the hung one was waited for, up to the timeout
+
+
+async def test_a_status_line_in_pieces_and_a_named_host_are_read_whole(
+    serve: Callable[[Handler], Awaitable[str]],
+) -> None:
+    async def dribbling(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for piece in (b"HTTP/1.1 2", b"00 OK", b"\r\nContent-Length: 0\r\n\r\n"):
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        writer.close()
+
+    endpoint = await serve(dribbling)
+    ok, _ = await EnginePoller(timeout=2).poll(endpoint)
+    assert ok
+    named, _ = await EnginePoller(timeout=2).poll(endpoint.replace("127.0.0.1", "localhost"))
+    assert named

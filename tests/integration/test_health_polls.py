@@ -57,6 +57,8 @@ async def test_a_hung_engine_is_caught_by_polls_while_its_agent_still_beats(
     async def beat_and_check() -> None:
         heartbeat = Heartbeat(node_id="npoll")  # the agent is fine and says so
         await monitor.on_heartbeat(heartbeat, envelope_for(heartbeat))
+        for due in await monitor.engines.due():
+            await monitor.poll(due)
         for due in await monitor.due():
             await monitor.check(due)
 
@@ -65,6 +67,7 @@ async def test_a_hung_engine_is_caught_by_polls_while_its_agent_still_beats(
         await engine.wait_ready(60)
         ready = NodeReady(node_id="npoll", endpoint=engine.base_url, model="pmodel")
         await monitor.on_node_ready(ready, envelope_for(ready))
+        await beat_and_check()  # listed, and its engine handed to the polls
         await beat_and_check()
         assert await status() == "active"
         (replica,) = await table.replicas("pmodel")

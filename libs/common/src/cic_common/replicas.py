@@ -1,6 +1,15 @@
-"""The replica table in Redis: what the gateway routes on. Health is its only writer."""
+"""The replica table in Redis: what the gateway routes on. Health is its only writer.
+
+Layout: one hash per model (``cic:replicas:model:<model>``, node id -> ``Replica`` as
+JSON) that gateways read; the set of models with replicas; an index (node id -> model)
+that lets writers find and change one node's entry without knowing its model; and a
+version, bumped and announced on ``CHANGED_CHANNEL`` whenever membership changes (not
+when only load figures move), so readers can cache the table until the next version.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
@@ -9,21 +18,62 @@ from redis.asyncio.client import Pipeline
 __all__ = ["CHANGED_CHANNEL", "Replica", "ReplicaTable"]
 
 CHANGED_CHANNEL = "cic:replicas:changed"
+_PREFIX = "cic:replicas:model:"
 _MODELS = "cic:replicas:models"
+_INDEX = "cic:replicas:nodes"
 _VERSION = "cic:replicas:version"
 
-
-_REFRESH = """
-if redis.call('hexists', KEYS[1], ARGV[1]) == 1 then
-  redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
-  return 1
+# Scripts name the model hashes they touch from the index, so the table lives on one
+# Redis (not a cluster); each runs atomically.
+_UNLIST = """
+local function unlist(node)
+  local model = redis.call('hget', KEYS[1], node)
+  if model then
+    local key = ARGV[1] .. model
+    redis.call('hdel', key, node)
+    if redis.call('hlen', key) == 0 then redis.call('srem', KEYS[2], model) end
+    redis.call('hdel', KEYS[1], node)
+  end
 end
-return 0
 """
-
-
-def _model_key(model: str) -> str:
-    return f"cic:replicas:model:{model}"
+_APPLY = (
+    _UNLIST
+    + """
+local upserts = tonumber(ARGV[2])
+local i = 3
+for _ = 1, upserts do
+  local node, model = ARGV[i], ARGV[i + 1]
+  local was = redis.call('hget', KEYS[1], node)
+  if was and was ~= model then unlist(node) end
+  redis.call('hset', ARGV[1] .. model, node, ARGV[i + 2])
+  redis.call('hset', KEYS[1], node, model)
+  redis.call('sadd', KEYS[2], model)
+  i = i + 3
+end
+while i <= #ARGV do
+  unlist(ARGV[i])
+  i = i + 1
+end
+return redis.call('incr', KEYS[3])
+"""
+)
+_MERGE = """
+local written = 0
+for i = 2, #ARGV, 2 do
+  local model = redis.call('hget', KEYS[1], ARGV[i])
+  if model then
+    local key = ARGV[1] .. model
+    local entry = redis.call('hget', key, ARGV[i])
+    if entry then
+      local replica = cjson.decode(entry)
+      for field, value in pairs(cjson.decode(ARGV[i + 1])) do replica[field] = value end
+      redis.call('hset', key, ARGV[i], cjson.encode(replica))
+      written = written + 1
+    end
+  end
+end
+return written
+"""
 
 
 class Replica(BaseModel):
@@ -49,52 +99,58 @@ class Replica(BaseModel):
 
 
 class ReplicaTable:
-    """Reads and replaces the table. ``replace`` is atomic (one MULTI/EXEC)."""
+    """Reads and writes the table; every write is atomic."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._apply = redis.register_script(_APPLY)
+        self._merge = redis.register_script(_MERGE)
 
     async def replace(self, table: dict[str, list[Replica]]) -> int:
-        """Make the table exactly ``table`` (model -> replicas); returns the new version
-        and announces it on ``CHANGED_CHANNEL``."""
-        old_models = {m.decode() if isinstance(m, bytes) else m for m in await self._models()}
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for model in old_models - set(table):
-                pipe.delete(_model_key(model))
-                pipe.srem(_MODELS, model)
-            for model, replicas in table.items():
-                pipe.delete(_model_key(model))
-                if replicas:
-                    pipe.hset(
-                        _model_key(model),
-                        mapping={r.node_id: r.model_dump_json() for r in replicas},
-                    )
-                    pipe.sadd(_MODELS, model)
-                else:
-                    pipe.srem(_MODELS, model)
-            pipe.incr(_VERSION)
-            results = await pipe.execute()
-        version = int(results[-1])
+        """Make the table exactly ``table`` (model -> replicas); returns the new version."""
+        listed = await self.listed()
+        keep = {r.node_id for replicas in table.values() for r in replicas}
+        return await self.apply(
+            [r for replicas in table.values() for r in replicas], set(listed) - keep
+        )
+
+    async def apply(self, upserts: Iterable[Replica], removals: Iterable[str]) -> int:
+        """List (or rewrite) ``upserts`` and unlist the nodes ``removals``, in one
+        step; returns the new version and announces it on ``CHANGED_CHANNEL``."""
+        args: list[str | int] = []
+        for replica in upserts:
+            args += [replica.node_id, replica.model, replica.model_dump_json()]
+        count = len(args) // 3
+        args += list(removals)
+        version = int(await self._apply(keys=[_INDEX, _MODELS, _VERSION],
+                                        args=[_PREFIX, count, *args]))  # fmt: skip
         await self._redis.publish(CHANGED_CHANNEL, str(version))
         return version
 
-    async def refresh(self, *replicas: Replica) -> list[bool]:
-        """Rewrite listed replicas' entries (their load figures moved); a replica no
-        longer listed stays out. No new version: membership did not change."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for replica in replicas:
-                self.queue_refresh(pipe, replica)
-            written = await pipe.execute()
-        return [bool(w) for w in written]
+    async def merge(self, updates: list[tuple[str, str]]) -> int:
+        """Set fields of listed replicas' entries (their load figures moved); a node
+        not listed stays out. No new version: membership did not change. ``updates``
+        are ``(node id, JSON object of Replica fields)``; returns how many were listed."""
+        return int(await self._merge(keys=[_INDEX], args=self._merge_args(updates)))
+
+    async def queue_merge(self, pipe: Pipeline, updates: list[tuple[str, str]]) -> None:
+        """``merge`` as one command of ``pipe`` (run when ``pipe`` is executed)."""
+        await self._merge(keys=[_INDEX], args=self._merge_args(updates), client=pipe)
 
     @staticmethod
-    def queue_refresh(pipe: Pipeline, replica: Replica) -> None:
-        """``refresh`` as one command of ``pipe`` (its result: 1 if written, else 0)."""
-        pipe.eval(_REFRESH, 1, _model_key(replica.model), replica.node_id,
-                  replica.model_dump_json())  # fmt: skip
+    def _merge_args(updates: list[tuple[str, str]]) -> list[str]:
+        args = [_PREFIX]
+        for node_id, fields in updates:
+            args += [node_id, fields]
+        return args
+
+    async def listed(self) -> dict[str, str]:
+        """Every listed node and the model it is listed under."""
+        raw = await self._redis.hgetall(_INDEX)
+        return {_text(k): _text(v) for k, v in raw.items()}
 
     async def replicas(self, model: str) -> list[Replica]:
-        raw = await self._redis.hgetall(_model_key(model))
+        raw = await self._redis.hgetall(_PREFIX + model)
         return [Replica.model_validate_json(v) for v in raw.values()]
 
     async def entries(self, keys: list[tuple[str, str]]) -> list[Replica | None]:
@@ -102,12 +158,13 @@ class ReplicaTable:
         replica not listed."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for model, node_id in keys:
-                pipe.hget(_model_key(model), node_id)
+                pipe.hget(_PREFIX + model, node_id)
             found = await pipe.execute()
         return [None if raw is None else Replica.model_validate_json(raw) for raw in found]
 
     async def models(self) -> list[str]:
-        return sorted(m.decode() if isinstance(m, bytes) else m for m in await self._models())
+        members: set[bytes | str] = await self._redis.smembers(_MODELS)
+        return sorted(_text(m) for m in members)
 
     async def snapshot(self) -> dict[str, list[Replica]]:
         return {m: await self.replicas(m) for m in await self.models()}
@@ -116,6 +173,6 @@ class ReplicaTable:
         raw = await self._redis.get(_VERSION)
         return int(raw or 0)
 
-    async def _models(self) -> set[bytes | str]:
-        members: set[bytes | str] = await self._redis.smembers(_MODELS)
-        return members
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,13 +1,15 @@
-"""Wires health: its consumers and the verdict pass, which one instance runs at a time."""
+"""Wires health: its consumers, the verdict pass over this instance's shards of the
+nodes, and the paced polls of their engines."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from cic_common.bus import Bus
 from cic_common.db import create_pool, migrate
 from cic_common.events import Heartbeat, NodeDraining, NodeLost, NodeReady, NodeTerminated
-from cic_common.leases import RedisLease
+from cic_common.leases import ShardLeases
 from cic_common.loops import Loop
 from cic_common.replicas import ReplicaTable
 from cic_common.service import Part, serve
@@ -22,6 +24,8 @@ from cic_health.settings import HealthSettings
 
 __all__ = ["run"]
 
+log = logging.getLogger(__name__)
+
 
 async def run(settings: HealthSettings) -> None:
     pool = await create_pool(settings.postgres_dsn)
@@ -34,32 +38,39 @@ async def run(settings: HealthSettings) -> None:
     )
     store = HealthStore(pool)
     poller = EnginePoller(settings.poll_timeout, settings.poll_concurrency)
+    table = ReplicaTable(redis)
+    shards = ShardLeases(redis, "health", settings.shards,
+                         ttl_seconds=max(3 * settings.check_interval, 10))  # fmt: skip
     monitor = HealthMonitor(
-        store, HeartbeatStore(redis), ReplicaTable(redis), policy,
-        poller=poller, poll_interval=timedelta(seconds=settings.poll_interval),
-        pass_interval=timedelta(seconds=settings.check_interval),
+        store, HeartbeatStore(redis, table), table, policy, poller=poller, shards=shards,
+        poll_interval=timedelta(seconds=settings.poll_interval),
+        poll_tick=timedelta(seconds=settings.poll_tick),
     )  # fmt: skip
-    lease = RedisLease(redis, "health-check", ttl_seconds=max(3 * settings.check_interval, 10))
-    loop = Loop(
-        "health-check", monitor.due, monitor.check, interval=settings.check_interval, lease=lease
-    )
+    loop = Loop("health-check", monitor.due, monitor.check, interval=settings.check_interval)
+    polls = Loop("health-poll", monitor.engines.due, monitor.poll, interval=settings.poll_tick)
     monitor.set_wake(loop.wake)
     signed = NodeAuthenticator(store.node_secret, settings.trusted_signers)
     md = settings.max_deliver
     parts: list[Part] = [
         bus.consumer(NodeReady, "health-node-ready", monitor.on_node_ready, max_deliver=md,
                      authenticate=signed),
-        bus.consumer(Heartbeat, "health-heartbeat", monitor.on_heartbeat, max_deliver=md,
-                     concurrency=64, deliver_new=True, authenticate=signed, linger=0.05),
+        bus.batch_consumer(Heartbeat, "health-heartbeats", monitor.on_heartbeats, batch=256,
+                           deliver_new=True, authenticate=signed, linger=0.05,
+                           superseded=True),
         bus.consumer(NodeDraining, "health-node-draining", monitor.on_node_gone, max_deliver=md),
         bus.consumer(NodeTerminated, "health-node-terminated", monitor.on_node_gone,
                      max_deliver=md),
         bus.consumer(NodeLost, "health-node-lost", monitor.on_node_gone, max_deliver=md),
         loop,
+        polls,
     ]  # fmt: skip
     try:
         await serve(parts)
     finally:
+        try:
+            await shards.release()  # the other instances take its shards at once
+        except Exception:
+            log.warning("could not give back the shards; they expire instead", exc_info=True)
         await bus.close()
         await poller.close()
         await redis.aclose()

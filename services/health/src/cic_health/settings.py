@@ -15,3 +15,9 @@ class HealthSettings(CommonSettings):
     poll_interval: float = Field(10.0, gt=0, description="seconds between polls of an engine")
     poll_timeout: float = Field(2.0, gt=0, description="seconds an engine has to answer")
     poll_concurrency: int = Field(64, ge=1, description="engines polled at once")
+    poll_tick: float = Field(
+        0.5, gt=0, description="seconds between rounds of polls (spread over the interval)"
+    )
+    shards: int = Field(
+        16, ge=1, description="shards of the nodes that health instances share (all alike)"
+    )

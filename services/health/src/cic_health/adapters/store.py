@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import asyncpg
 from cic_common.events import Heartbeat
 from cic_common.nodes import NodeRepository
-from cic_common.replicas import Replica, ReplicaTable
+from cic_common.replicas import ReplicaTable
 from redis.asyncio import Redis
 
 __all__ = [
@@ -20,11 +21,14 @@ __all__ = [
     "HeartbeatStore",
     "WatchedNode",
     "drop_fields",
-    "figures",
+    "figures_json",
     "forget_fields",
 ]
 
 _HEARTBEATS = "cic:heartbeats"
+"""node id -> ``<received at, epoch seconds> <engine state>``: what every pass reads."""
+_LOADS = "cic:heartbeats:load"
+"""node id -> load figures (JSON): read for new table entries only."""
 _WATCHED = ("active", "unhealthy", "draining")
 
 Figures = dict[str, float | None]
@@ -70,95 +74,82 @@ class HealthStore(NodeRepository):
 
 
 class HeartbeatRecord:
-    """The last heartbeat of a node as health keeps it: when it came, the engine's
-    state, and the load figures the replica table carries."""
+    """The last heartbeat of a node as health keeps it: when it came and the engine's
+    state (its load figures are kept apart: only new table entries need them)."""
 
-    __slots__ = ("engine_state", "figures", "received_at")
+    __slots__ = ("engine_state", "received_at")
 
-    def __init__(self, received_at: datetime, engine_state: str, figures: Figures) -> None:
+    def __init__(self, received_at: datetime, engine_state: str) -> None:
         self.received_at = received_at
         self.engine_state = engine_state
-        self.figures = figures
 
 
-def figures(beat: Heartbeat) -> Figures:
-    """What of a heartbeat goes into the node's replica-table entry."""
-    return {
-        "requests_running": beat.requests_running,
-        "requests_waiting": beat.requests_waiting,
-        "kv_cache_usage": beat.kv_cache_usage,
-        "requests_per_second": beat.requests_per_second,
-        "latency_p95": beat.latency_p95,
-    }
+_FIGURES = {
+    "requests_running", "requests_waiting", "kv_cache_usage", "requests_per_second",
+    "latency_p95",
+}  # fmt: skip
+"""The heartbeat's fields that go into the node's replica-table entry (same names)."""
+
+
+def figures_json(beat: Heartbeat) -> str:
+    """The load figures of ``beat`` as a JSON object of ``Replica`` fields."""
+    return beat.model_dump_json(include=_FIGURES)
 
 
 class HeartbeatStore:
     """The last heartbeat of each node, stamped with the time health received it (so
-    node clocks do not matter), written together with the node's replica-table entry.
+    node clocks do not matter), written together with the load figures of the node's
+    replica-table entry when it is listed: a batch of heartbeats is three commands."""
 
-    Writes are group-committed: the heartbeats handled together (one fetch from the
-    stream) go to Redis in one pipeline, and each handler returns once its own write
-    is done, so an event is still acked only after what it says is stored.
-    """
-
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, table: ReplicaTable | None = None) -> None:
         self.redis = redis
-        self._pending: list[tuple[str, str, Replica | None, asyncio.Future[bool]]] = []
-        self._flush: asyncio.Task[None] | None = None
+        self._table = table or ReplicaTable(redis)
 
-    async def record(
-        self, beat: Heartbeat, received_at: datetime, refresh: Replica | None = None
-    ) -> bool:
-        """Store ``beat``; also rewrite ``refresh`` in the replica table if it is still
-        listed there (returns whether it was)."""
-        value = json.dumps([received_at.timestamp(), beat.engine_state, figures(beat)])
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((beat.node_id, value, refresh, done))
-        if self._flush is None:
-            self._flush = asyncio.create_task(self._write())
-        return await done
+    async def record(self, beats: list[Heartbeat], received_at: datetime) -> None:
+        """Store ``beats``; for those whose engine is ready, also put their load
+        figures in their replica-table entries, where listed."""
+        stamp = repr(received_at.timestamp())
+        records = {beat.node_id: f"{stamp} {beat.engine_state}" for beat in beats}
+        loads = [(beat.node_id, figures_json(beat)) for beat in beats]
+        routed = [load for beat, load in zip(beats, loads, strict=True)
+                  if beat.engine_state == "ready"]  # fmt: skip
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(_HEARTBEATS, mapping=cast(Any, records))
+            pipe.hset(_LOADS, mapping=cast(Any, dict(loads)))
+            if routed:
+                await self._table.queue_merge(pipe, routed)
+            await pipe.execute()
 
-    async def _write(self) -> None:
-        await asyncio.sleep(0)  # the other handlers of this fetch add theirs meanwhile
-        batch, self._pending, self._flush = self._pending, [], None
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hset(_HEARTBEATS, mapping={node: value for node, value, _, _ in batch})
-                for _, _, replica, _ in batch:
-                    if replica is not None:
-                        ReplicaTable.queue_refresh(pipe, replica)
-                results = iter((await pipe.execute())[1:])
-        except Exception as exc:  # every waiting handler fails (and its event is retried)
-            for *_, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
-            return
-        for _, _, replica, done in batch:
-            if not done.done():
-                done.set_result(bool(next(results)) if replica is not None else False)
+    async def every(self) -> dict[str, HeartbeatRecord]:
+        """The last heartbeat of every node that sent one (one read, however many)."""
+        found: dict[str, HeartbeatRecord] = {}
+        raw: dict[bytes, bytes] = await self.redis.hgetall(_HEARTBEATS)  # type: ignore[assignment]
+        for node_id, value in raw.items():
+            at, _, state = value.partition(b" ")
+            try:
+                received_at = datetime.fromtimestamp(float(at), UTC)
+            except ValueError:  # not a record this version wrote: none
+                continue
+            found[node_id.decode()] = HeartbeatRecord(received_at, state.decode())
+        return found
 
-    async def latest(self, node_ids: list[str]) -> dict[str, HeartbeatRecord]:
+    async def loads(self, node_ids: list[str]) -> dict[str, Figures]:
+        """The load figures of these nodes' last heartbeats."""
         if not node_ids:
             return {}
-        raw = await self.redis.hmget(_HEARTBEATS, node_ids)
-        found: dict[str, HeartbeatRecord] = {}
-        for node_id, value in zip(node_ids, raw, strict=True):
-            if value is None:
-                continue
-            try:
-                at, state, load = json.loads(value)
-            except (ValueError, TypeError):  # not a record this version wrote: none
-                continue
-            found[node_id] = HeartbeatRecord(datetime.fromtimestamp(at, UTC), state, load)
-        return found
+        raw = await self.redis.hmget(_LOADS, node_ids)
+        return {n: json.loads(v) for n, v in zip(node_ids, raw, strict=True) if v is not None}
 
     async def drop(self, gone: set[str]) -> None:
         """Forget the heartbeats of nodes no longer watched."""
         await drop_fields(self.redis, _HEARTBEATS, gone)
+        await drop_fields(self.redis, _LOADS, gone)
 
-    async def sweep(self, keep: set[str]) -> None:
-        """Forget every heartbeat but those of ``keep`` (a scan of them all: on start)."""
-        await forget_fields(self.redis, _HEARTBEATS, keep)
+    async def sweep(self, keep: set[str], scope: Callable[[str], bool]) -> None:
+        """Forget the heartbeats of the nodes in ``scope`` but those of ``keep`` (a scan
+        of them all: on start, and when shards move)."""
+        await forget_fields(self.redis, _HEARTBEATS, keep, scope)
+        await forget_fields(self.redis, _LOADS, keep, scope)
 
 
 async def drop_fields(redis: Redis, key: str, gone: set[str]) -> None:
@@ -167,9 +158,11 @@ async def drop_fields(redis: Redis, key: str, gone: set[str]) -> None:
         await redis.hdel(key, *gone)
 
 
-async def forget_fields(redis: Redis, key: str, keep: set[str]) -> None:
-    """Delete every field of the hash ``key`` (one per node) not in ``keep``."""
-    known = await redis.hkeys(key)
-    stale = [k for k in known if (k.decode() if isinstance(k, bytes) else k) not in keep]
+async def forget_fields(
+    redis: Redis, key: str, keep: set[str], scope: Callable[[str], bool]
+) -> None:
+    """Delete every field of the hash ``key`` (one per node) in ``scope`` but ``keep``."""
+    fields = (k.decode() if isinstance(k, bytes) else k for k in await redis.hkeys(key))
+    stale = [k for k in fields if k not in keep and scope(k)]
     if stale:
         await redis.hdel(key, *stale)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,18 +17,20 @@ from cic_common.events import (
     NodeTerminated,
     PoisonEvent,
 )
+from cic_common.leases import ShardLeases, shard_of
 from cic_common.lifecycle import NodeStatus
 from cic_common.replicas import Replica, ReplicaTable
 
 from cic_health.adapters.poller import EnginePoller, PollRecord, PollStore
 from cic_health.adapters.store import (
+    Figures,
     HealthStore,
     HeartbeatRecord,
     HeartbeatStore,
     WatchedNode,
-    figures,
 )
 from cic_health.domain.verdicts import HealthPolicy, NodeFacts, Verdict, judge, next_status
+from cic_health.entrypoints.polls import EnginePolls
 
 __all__ = ["HealthMonitor"]
 
@@ -43,9 +44,11 @@ def _utcnow() -> datetime:
 class HealthMonitor:
     """The sole writer of node verdicts and of the replica table.
 
-    Events only record facts and wake the pass; the pass (level-triggered, under a
-    lease) judges every watched node and rewrites the table from scratch, so a lost
-    event or a flushed Redis is repaired by the next pass.
+    Events only record facts and wake the pass. The pass (level-triggered) judges
+    every watched node of the shards this instance holds, and makes the table's
+    entries for those nodes what they should be, so a lost event, a flushed Redis or
+    an instance gone is repaired by the next pass. Several instances share the nodes
+    by shard (``ShardLeases``); heartbeats are shared by the stream consumer.
     """
 
     def __init__(
@@ -58,7 +61,8 @@ class HealthMonitor:
         poller: EnginePoller | None = None,
         polls: PollStore | None = None,
         poll_interval: timedelta = timedelta(seconds=10),
-        pass_interval: timedelta | None = None,
+        poll_tick: timedelta | None = None,
+        shards: ShardLeases | None = None,
         wake: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
@@ -66,16 +70,15 @@ class HealthMonitor:
         self._heartbeats = heartbeats
         self._table = table
         self._policy = policy
-        self._poller = poller or EnginePoller()
         self._polls = polls or PollStore(heartbeats.redis)
-        self._poll_interval = poll_interval
-        self._pass_interval = pass_interval
-        """Spreads polls over passes this far apart (None: every due node, each pass)."""
-        self._listed: dict[str, Replica] = {}
-        """What this instance last wrote to the table, for heartbeats to refresh."""
-        self._written: tuple[int, frozenset[tuple[object, ...]]] | None = None
-        """The table version this instance wrote, and its membership."""
+        self.engines = EnginePolls(
+            poller or EnginePoller(), self._polls, table, interval=poll_interval, tick=poll_tick
+        )
+        self._shards = shards
+        self._written: dict[str, tuple[object, ...]] = {}
+        """What this instance last wrote to the table per node (its routing facts)."""
         self._watched: set[str] | None = None
+        self._held: frozenset[int] | None = None
         self._wake = wake
         self._clock = clock
 
@@ -94,15 +97,13 @@ class HealthMonitor:
         log.info("node ready", extra={"node_id": event.node_id, "activated": moved})
         self._wake()
 
+    async def on_heartbeats(self, beats: list[tuple[Heartbeat, Envelope]]) -> None:
+        """Record them, and put their load in their nodes' table entries now rather
+        than at the next pass, so routing weights are fresh."""
+        await self._heartbeats.record([beat for beat, _ in beats], self._clock())
+
     async def on_heartbeat(self, event: Heartbeat, envelope: Envelope) -> None:
-        """Record it; and when the node is routable, put its load in the table now
-        rather than at the next pass, so routing weights are fresh."""
-        listed = self._listed.get(event.node_id)
-        fresh = None
-        if listed is not None and event.engine_state == "ready":
-            fresh = listed.model_copy(update=figures(event))
-        if await self._heartbeats.record(event, self._clock(), fresh) and fresh is not None:
-            self._listed[event.node_id] = fresh
+        await self.on_heartbeats([(event, envelope)])
 
     async def on_node_gone(
         self, event: NodeDraining | NodeTerminated | NodeLost, envelope: Envelope
@@ -114,12 +115,21 @@ class HealthMonitor:
         """The loop's fetch: one pass, judged at this instant."""
         return [self._clock()]
 
+    async def poll(self, now: datetime) -> None:
+        """One round of engine polls (the poll loop's work; see ``EnginePolls``)."""
+        await self.engines.poll(now)
+
     async def check(self, now: datetime) -> None:
-        """Poll the engines due, judge every watched node, then publish the table."""
-        nodes = await self._store.watched()
+        """Judge every watched node of this instance's shards, then publish them."""
+        held = await self._shards.claim() if self._shards else _ALL
+        mine = self._in(held)
+        nodes = [n for n in await self._store.watched() if mine(n.id)]
         ids = [n.id for n in nodes]
-        beats = await self._heartbeats.latest(ids)
-        polls = await self._poll(nodes, now)
+        beats = await self._heartbeats.every()
+        polls = await self._polls.every()
+        self.engines.watch(
+            {n.id: n.endpoint for n in nodes if n.endpoint and n.status in _POLLED}, polls
+        )
         routable: list[_Routable] = []
         for count, node in enumerate(nodes, 1):
             if count % 500 == 0:
@@ -146,71 +156,54 @@ class HealthMonitor:
                     status = target
             if node.endpoint is not None and status in _ROUTED:
                 routable.append(_Routable(node, status, record, poll, verdict))
-        await self._publish(routable)
-        await self._forget(set(ids))
+        await self._publish(routable, mine)
+        await self._forget(set(ids), held, mine)
 
-    async def _publish(self, routable: list[_Routable]) -> None:
-        """Replace the table when its membership changed, or when it is not the one
-        this instance wrote (another instance wrote since, or Redis lost it). Load
-        figures alone do not make a new version: heartbeats keep them fresh in place,
-        and gateways re-read the table only on a new version."""
-        members = frozenset(r.member() for r in routable)
-        if self._written is None or self._written != (await self._table.version(), members):
-            table: dict[str, list[Replica]] = {}
-            for r in routable:
-                table.setdefault(r.node.model, []).append(r.replica())
-            version = await self._table.replace(table)
-            self._written = (version, members)
-            self._listed = {r.node_id: r for replicas in table.values() for r in replicas}
-            return
-        # The same replicas: only the latency of health's own polls moves here.
-        polled = [
-            self._listed[r.node.id].model_copy(update={"latency_ms": r.poll.latency_ms})
-            for r in routable
-            if r.poll is not None and r.poll.latency_ms != self._listed[r.node.id].latency_ms
+    def _in(self, held: frozenset[int]) -> Callable[[str], bool]:
+        if self._shards is None:
+            return lambda node_id: True
+        count = self._shards.shards
+        return lambda node_id: shard_of(node_id, count) in held
+
+    async def _publish(self, routable: list[_Routable], mine: Callable[[str], bool]) -> None:
+        """Make the table's entries of this instance's nodes what they should be, in
+        one atomic write, and only when membership or routing facts changed: load
+        figures alone do not make a new version (heartbeats and polls keep them fresh
+        in place), and gateways re-read the table only on a new version. Entries this
+        instance did not write (Redis lost them, another instance wrote them, a node
+        went) are found through the table's index."""
+        listed = {n: m for n, m in (await self._table.listed()).items() if mine(n)}
+        wanted = {r.node.id: (r, r.member()) for r in routable}
+        changed = [
+            r
+            for node_id, (r, member) in wanted.items()
+            if listed.get(node_id) != r.node.model or self._written.get(node_id) != member
         ]
-        if polled:
-            await self._table.refresh(*polled)
-            self._listed.update((r.node_id, r) for r in polled)
+        removals = [node_id for node_id in listed if node_id not in wanted]
+        if changed or removals:
+            loads = await self._heartbeats.loads([r.node.id for r in changed])
+            upserts = [r.replica(loads.get(r.node.id, {})) for r in changed]
+            await self._table.apply(upserts, removals)
+        self._written = {node_id: member for node_id, (_, member) in wanted.items()}
 
-    async def _forget(self, watched: set[str]) -> None:
-        """Drop the records of nodes no longer watched (all strays, on the first pass)."""
-        if self._watched is None:
-            await self._heartbeats.sweep(watched)
-            await self._polls.sweep(watched)
-        else:
+    async def _forget(
+        self, watched: set[str], held: frozenset[int], mine: Callable[[str], bool]
+    ) -> None:
+        """Drop the records of this instance's nodes no longer watched; when its
+        shards changed (and on the first pass), sweep every stray of them."""
+        if held != self._held:
+            await self._heartbeats.sweep(watched, mine)
+            await self._polls.sweep(watched, mine)
+        elif self._watched is not None:
             await self._heartbeats.drop(self._watched - watched)
             await self._polls.drop(self._watched - watched)
-        self._watched = watched
-
-    async def _poll(self, nodes: list[WatchedNode], now: datetime) -> dict[str, PollRecord]:
-        """Poll the engines of serving nodes whose last poll is ``poll_interval`` old,
-        the longest unpolled first, and per pass no more than their share of the
-        interval: polls stay spread evenly however many nodes start at once."""
-        known = await self._polls.latest([n.id for n in nodes])
-        due = [
-            n
-            for n in nodes
-            if n.endpoint
-            and n.status in ("active", "unhealthy")
-            and (n.id not in known or now - known[n.id].at >= self._poll_interval)
-        ]
-        if not due:
-            return known
-        if self._pass_interval and self._poll_interval:
-            share = self._pass_interval / self._poll_interval
-            due.sort(key=lambda n: known[n.id].at if n.id in known else _NEVER)
-            due = due[: max(1, math.ceil(len(nodes) * share * 1.5))]
-        results = await asyncio.gather(*(self._poller.poll(n.endpoint or "") for n in due))
-        fresh = await self._polls.record(
-            {n.id: r for n, r in zip(due, results, strict=True)}, known, now
-        )
-        return {**known, **fresh}
+        self._watched, self._held = watched, held
 
 
 _ROUTED = (NodeStatus.ACTIVE, NodeStatus.DRAINING)
 """Active nodes take traffic; draining ones stay listed, flagged, for in-flight work."""
-_NEVER = datetime.min.replace(tzinfo=UTC)
+_POLLED = ("active", "unhealthy")
+_ALL = frozenset({0})
 
 
 @dataclass(frozen=True)
@@ -224,9 +217,10 @@ class _Routable:
     def member(self) -> tuple[object, ...]:
         """What routing depends on besides load figures."""
         n = self.node
-        return (n.id, n.model, n.deployment_id, n.endpoint, self.status, self.verdict)
+        degraded = self.verdict is Verdict.DEGRADED
+        return (n.id, n.model, n.deployment_id, n.endpoint, self.status, degraded)
 
-    def replica(self) -> Replica:
+    def replica(self, load: Figures) -> Replica:
         n = self.node
         return Replica(
             node_id=n.id,
@@ -234,7 +228,7 @@ class _Routable:
             model=n.model,
             endpoint=n.endpoint or "",
             draining=self.status is NodeStatus.DRAINING,
-            **(self.beat.figures if self.beat else {}),
+            **load,
             latency_ms=self.poll.latency_ms if self.poll else None,
             degraded=self.verdict is Verdict.DEGRADED,
         )

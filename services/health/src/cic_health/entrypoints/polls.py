@@ -1,0 +1,87 @@
+"""The pull half of double safety, paced: every engine health watches is polled once
+per poll interval, the polls spread evenly over it rather than fired in bursts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+from cic_common.replicas import ReplicaTable
+
+from cic_health.adapters.poller import EnginePoller, PollRecord, PollStore
+
+__all__ = ["EnginePolls"]
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+_HEADROOM = 1.25
+"""Each round polls this much more than its even share, so a backlog drains."""
+
+
+class EnginePolls:
+    """Polls the engines the verdict pass hands it (``watch``) in rounds ``tick``
+    apart: each round polls the longest-unpolled engines whose last poll is at least
+    ``interval`` old, at most their share of the interval. A round folds the results
+    into the streaks kept in Redis (which the pass judges on) and puts each answering
+    engine's round-trip average in its replica-table entry."""
+
+    def __init__(
+        self,
+        poller: EnginePoller,
+        polls: PollStore,
+        table: ReplicaTable,
+        *,
+        interval: timedelta,
+        tick: timedelta | None = None,
+    ) -> None:
+        self._poller = poller
+        self._polls = polls
+        self._table = table
+        self._interval = interval
+        self._tick = tick
+        """None: every due engine in each round (tests drive the rounds)."""
+        self._endpoints: dict[str, str] = {}
+        self._polled_at: dict[str, datetime] = {}
+        self._last_round: datetime | None = None
+
+    def watch(self, endpoints: dict[str, str], known: dict[str, PollRecord]) -> None:
+        """Poll these engines (node id -> endpoint) from now on; ``known``: their last
+        polls as stored, so a restarted or new instance keeps their rhythm."""
+        self._endpoints = endpoints
+        self._polled_at = {
+            n: max(self._polled_at.get(n, _NEVER), known[n].at if n in known else _NEVER)
+            for n in endpoints
+        }
+
+    async def due(self) -> list[datetime]:
+        """The loop's fetch: one round, at this instant."""
+        return [datetime.now(UTC)]
+
+    async def poll(self, now: datetime) -> dict[str, PollRecord]:
+        """One round; returns the updated records of the engines it polled."""
+        due = [n for n, at in self._polled_at.items() if now - at >= self._interval]
+        if not due:
+            self._last_round = now
+            return {}
+        if self._tick is not None and self._interval > timedelta(0):
+            # The share of the time since the last round (slow rounds take more each).
+            since = max(self._tick, now - (self._last_round or now))
+            share = len(self._endpoints) * (since / self._interval) * _HEADROOM
+            due.sort(key=self._polled_at.__getitem__)
+            due = due[: max(1, math.ceil(share))]
+        self._last_round = now
+        results = await asyncio.gather(*(self._poller.poll(self._endpoints[n]) for n in due))
+        before = await self._polls.latest(due)
+        fresh = await self._polls.record(dict(zip(due, results, strict=True)), before, now)
+        for node_id in fresh:
+            if node_id in self._polled_at:  # not dropped by a pass meanwhile
+                self._polled_at[node_id] = now
+        latencies = [
+            (n, json.dumps({"latency_ms": r.latency_ms}))
+            for n, r in fresh.items()
+            if r.latency_ms is not None
+        ]
+        if latencies:
+            await self._table.merge(latencies)
+        return fresh
