@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cic_common.lifecycle import NodeStatus
-from cic_health.domain.verdicts import HealthPolicy, NodeFacts, Verdict, judge, next_status
+from cic_health.domain.verdicts import (
+    HealthPolicy,
+    NodeFacts,
+    Verdict,
+    judge,
+    next_status,
+    plainly_healthy,
+)
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = HealthPolicy(late_after=timedelta(seconds=30), dead_after=timedelta(seconds=120))
@@ -91,3 +98,23 @@ def test_verdicts_move_nodes_along_the_lifecycle(
     status: NodeStatus, verdict: Verdict, target: NodeStatus | None
 ) -> None:
     assert next_status(status, verdict) == target
+
+
+@pytest.mark.parametrize("status", list(S))
+@pytest.mark.parametrize("beat", [None, 0, 29, 30, 31, 200])
+@pytest.mark.parametrize("engine", [None, "ready", "starting", "failed"])
+@pytest.mark.parametrize("fails", [0, 2, 3])
+@pytest.mark.parametrize("oks", [0, 1, 2])
+def test_the_plainly_healthy_shortcut_never_disagrees_with_judge(
+    status: NodeStatus, beat: float | None, engine: str | None, fails: int, oks: int
+) -> None:
+    full = facts(status=status, beat=beat, engine=engine, fails=fails, oks=oks)
+    if plainly_healthy(status, beat, engine, fails, POLICY):
+        assert judge(full, NOW, POLICY) is Verdict.HEALTHY
+        assert next_status(status, Verdict.HEALTHY) is None
+
+
+def test_the_shortcut_takes_the_common_case() -> None:
+    assert plainly_healthy(S.ACTIVE, 4.0, "ready", 0, POLICY)
+    assert not plainly_healthy(S.UNHEALTHY, 4.0, "ready", 0, POLICY)  # needs good polls
+    assert not plainly_healthy(S.ACTIVE, 31.0, "ready", 0, POLICY)

@@ -9,7 +9,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -28,7 +28,8 @@ class PollRecord:
     successes: int
     latency_ms: float | None
     """Exponentially weighted average of the ``/health`` round trip."""
-    at: datetime
+    at: float
+    """When the last poll was made (epoch seconds)."""
 
 
 class EnginePoller:
@@ -158,11 +159,11 @@ class PollStore:
             if ok:
                 sample = seconds * 1000
                 latency = sample if latency is None else 0.8 * latency + 0.2 * sample
-            updated[node_id] = PollRecord(failures, successes, latency, at)
+            updated[node_id] = PollRecord(failures, successes, latency, at.timestamp())
         if updated:
             mapping = {
                 n: f"{r.failures} {r.successes} {'-' if r.latency_ms is None else r.latency_ms}"
-                f" {r.at.timestamp()!r}"
+                f" {r.at!r}"
                 for n, r in updated.items()
             }
             await self._redis.hset(_POLLS, mapping=cast(Any, mapping))
@@ -180,7 +181,7 @@ def _parse(value: bytes) -> PollRecord | None:
         failures, successes, latency, at = value.split()
         return PollRecord(
             int(failures), int(successes), None if latency == b"-" else float(latency),
-            datetime.fromtimestamp(float(at), UTC),
+            float(at),
         )  # fmt: skip
     except ValueError:  # not a record this version wrote: none
         return None

@@ -77,11 +77,16 @@ class HeartbeatRecord:
     """The last heartbeat of a node as health keeps it: when it came and the engine's
     state (its load figures are kept apart: only new table entries need them)."""
 
-    __slots__ = ("engine_state", "received_at")
+    __slots__ = ("at", "engine_state")
 
-    def __init__(self, received_at: datetime, engine_state: str) -> None:
-        self.received_at = received_at
+    def __init__(self, at: float, engine_state: str) -> None:
+        self.at = at
+        """When health received it (epoch seconds)."""
         self.engine_state = engine_state
+
+    @property
+    def received_at(self) -> datetime:
+        return datetime.fromtimestamp(self.at, UTC)
 
 
 _FIGURES = {
@@ -127,10 +132,9 @@ class HeartbeatStore:
         for node_id, value in raw.items():
             at, _, state = value.partition(b" ")
             try:
-                received_at = datetime.fromtimestamp(float(at), UTC)
+                found[node_id.decode()] = HeartbeatRecord(float(at), state.decode())
             except ValueError:  # not a record this version wrote: none
                 continue
-            found[node_id.decode()] = HeartbeatRecord(received_at, state.decode())
         return found
 
     async def loads(self, node_ids: list[str]) -> dict[str, Figures]:

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from cic_common.lifecycle import NodeStatus
 
-__all__ = ["HealthPolicy", "NodeFacts", "Verdict", "judge", "next_status"]
+__all__ = ["HealthPolicy", "NodeFacts", "Verdict", "judge", "next_status", "plainly_healthy"]
 
 
 class Verdict(StrEnum):
@@ -82,6 +82,26 @@ def judge(facts: NodeFacts, now: datetime, policy: HealthPolicy) -> Verdict:
     if facts.status is NodeStatus.UNHEALTHY and now - facts.status_since >= policy.dead_after:
         return Verdict.DEAD
     return Verdict.UNHEALTHY
+
+
+def plainly_healthy(
+    status: NodeStatus,
+    silent_for: float | None,
+    engine_state: str | None,
+    poll_failures: int,
+    policy: HealthPolicy,
+) -> bool:
+    """Whether ``judge`` can only find an active node healthy, from the few facts that
+    decide it (``silent_for``: seconds since its last heartbeat): it beat in time
+    with its engine ready, and its polls are not failing. A pass over thousands of
+    nodes, nearly all of them like that, judges the others in full."""
+    return (
+        status is NodeStatus.ACTIVE
+        and silent_for is not None
+        and silent_for <= policy.late_after.total_seconds()
+        and engine_state == "ready"
+        and poll_failures < policy.poll_failures_to_fail
+    )
 
 
 _MOVES: dict[tuple[NodeStatus, Verdict], NodeStatus] = {

@@ -29,7 +29,14 @@ from cic_health.adapters.store import (
     HeartbeatStore,
     WatchedNode,
 )
-from cic_health.domain.verdicts import HealthPolicy, NodeFacts, Verdict, judge, next_status
+from cic_health.domain.verdicts import (
+    HealthPolicy,
+    NodeFacts,
+    Verdict,
+    judge,
+    next_status,
+    plainly_healthy,
+)
 from cic_health.entrypoints.polls import EnginePolls
 
 __all__ = ["HealthMonitor"]
@@ -135,29 +142,45 @@ class HealthMonitor:
             if count % 500 == 0:
                 await asyncio.sleep(0)  # heartbeats go on meanwhile: a big pass is long
             record, poll = beats.get(node.id), polls.get(node.id)
-            status = NodeStatus(node.status)
-            verdict = None
-            if status is not NodeStatus.DRAINING:
-                facts = NodeFacts(
-                    status=status,
-                    last_heartbeat=record.received_at if record else None,
-                    engine_state=record.engine_state if record else None,
-                    ready_at=node.ready_at,
-                    status_since=node.status_since,
-                    poll_failures=poll.failures if poll else 0,
-                    poll_successes=poll.successes if poll else 0,
-                )
-                verdict = judge(facts, now, self._policy)
-                target = next_status(status, verdict)
-                if target is not None and await self._store.transition(
-                    node.id, target, f"health: {verdict.value}"
-                ):
-                    log.info("verdict", extra={"node_id": node.id, "status": target.value})
-                    status = target
+            status, verdict = await self._judge(node, record, poll, now)
             if node.endpoint is not None and status in _ROUTED:
                 routable.append(_Routable(node, status, record, poll, verdict))
         await self._publish(routable, mine)
         await self._forget(set(ids), held, mine)
+
+    async def _judge(
+        self,
+        node: WatchedNode,
+        record: HeartbeatRecord | None,
+        poll: PollRecord | None,
+        now: datetime,
+    ) -> tuple[NodeStatus, Verdict | None]:
+        """The node's verdict, and its status once the verdict moved it."""
+        status = NodeStatus(node.status)
+        if status is NodeStatus.DRAINING:
+            return status, None
+        silent_for = now.timestamp() - record.at if record else None
+        state = record.engine_state if record else None
+        failures = poll.failures if poll else 0
+        if plainly_healthy(status, silent_for, state, failures, self._policy):
+            return status, Verdict.HEALTHY
+        facts = NodeFacts(
+            status=status,
+            last_heartbeat=record.received_at if record else None,
+            engine_state=state,
+            ready_at=node.ready_at,
+            status_since=node.status_since,
+            poll_failures=failures,
+            poll_successes=poll.successes if poll else 0,
+        )
+        verdict = judge(facts, now, self._policy)
+        target = next_status(status, verdict)
+        if target is not None and await self._store.transition(
+            node.id, target, f"health: {verdict.value}"
+        ):
+            log.info("verdict", extra={"node_id": node.id, "status": target.value})
+            return target, verdict
+        return status, verdict
 
     def _in(self, held: frozenset[int]) -> Callable[[str], bool]:
         if self._shards is None:

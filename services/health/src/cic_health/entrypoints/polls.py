@@ -14,7 +14,7 @@ from cic_health.adapters.poller import EnginePoller, PollRecord, PollStore
 
 __all__ = ["EnginePolls"]
 
-_NEVER = datetime.min.replace(tzinfo=UTC)
+_NEVER = 0.0
 _HEADROOM = 1.25
 """Each round polls this much more than its even share, so a backlog drains."""
 
@@ -38,33 +38,35 @@ class EnginePolls:
         self._poller = poller
         self._polls = polls
         self._table = table
-        self._interval = interval
-        self._tick = tick
+        self._interval = interval.total_seconds()
+        self._tick = tick.total_seconds() if tick is not None else None
         """None: every due engine in each round (tests drive the rounds)."""
         self._endpoints: dict[str, str] = {}
-        self._polled_at: dict[str, datetime] = {}
-        self._last_round: datetime | None = None
+        self._polled_at: dict[str, float] = {}
+        """Epoch seconds of each watched engine's last poll."""
+        self._last_round: float | None = None
 
     def watch(self, endpoints: dict[str, str], known: dict[str, PollRecord]) -> None:
         """Poll these engines (node id -> endpoint) from now on; ``known``: their last
         polls as stored, so a restarted or new instance keeps their rhythm."""
         self._endpoints = endpoints
-        self._polled_at = {
-            n: max(self._polled_at.get(n, _NEVER), known[n].at if n in known else _NEVER)
-            for n in endpoints
-        }
+        if self._polled_at.keys() != endpoints.keys():  # nodes came or went
+            last, self._polled_at = self._polled_at, {}
+            for n in endpoints:
+                self._polled_at[n] = max(last.get(n, _NEVER), known[n].at if n in known else _NEVER)
 
     async def due(self) -> list[datetime]:
         """The loop's fetch: one round, at this instant."""
         return [datetime.now(UTC)]
 
-    async def poll(self, now: datetime) -> dict[str, PollRecord]:
+    async def poll(self, when: datetime) -> dict[str, PollRecord]:
         """One round; returns the updated records of the engines it polled."""
+        now = when.timestamp()
         due = [n for n, at in self._polled_at.items() if now - at >= self._interval]
         if not due:
             self._last_round = now
             return {}
-        if self._tick is not None and self._interval > timedelta(0):
+        if self._tick is not None and self._interval > 0:
             # The share of the time since the last round (slow rounds take more each).
             since = max(self._tick, now - (self._last_round or now))
             share = len(self._endpoints) * (since / self._interval) * _HEADROOM
@@ -73,7 +75,7 @@ class EnginePolls:
         self._last_round = now
         results = await asyncio.gather(*(self._poller.poll(self._endpoints[n]) for n in due))
         before = await self._polls.latest(due)
-        fresh = await self._polls.record(dict(zip(due, results, strict=True)), before, now)
+        fresh = await self._polls.record(dict(zip(due, results, strict=True)), before, when)
         for node_id in fresh:
             if node_id in self._polled_at:  # not dropped by a pass meanwhile
                 self._polled_at[node_id] = now
