@@ -16,7 +16,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import nats
@@ -54,11 +54,13 @@ async def seed(dsn: str, count: int, per_deployment: int, endpoint: str) -> None
             columns=["id", "name", "model", "replicas"],
         )
         now = datetime.now(UTC)
+        settled = now - timedelta(hours=1)  # last changed long ago; ready (heartbeats due) now
         rows = []
         for node_id, dep, model in node_ids(count, per_deployment):
             spec = NodeSpec(model=model).model_dump_json()
             rows.append((node_id, dep, 1, "active", spec, "local", f"cic-local-{node_id}",
-                         endpoint, now, now, now, now, now, secret(node_id)))  # fmt: skip
+                         endpoint, settled, settled, now, settled, settled,
+                         secret(node_id)))  # fmt: skip
         await conn.copy_records_to_table(
             "nodes",
             records=rows,

@@ -13,7 +13,6 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 __all__ = ["CHANGED_CHANNEL", "Replica", "ReplicaTable"]
 
@@ -132,10 +131,6 @@ class ReplicaTable:
         not listed stays out. No new version: membership did not change. ``updates``
         are ``(node id, JSON object of Replica fields)``; returns how many were listed."""
         return int(await self._merge(keys=[_INDEX], args=self._merge_args(updates)))
-
-    async def queue_merge(self, pipe: Pipeline, updates: list[tuple[str, str]]) -> None:
-        """``merge`` as one command of ``pipe`` (run when ``pipe`` is executed)."""
-        await self._merge(keys=[_INDEX], args=self._merge_args(updates), client=pipe)
 
     @staticmethod
     def _merge_args(updates: list[tuple[str, str]]) -> list[str]:

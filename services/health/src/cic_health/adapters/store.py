@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import asyncpg
@@ -20,15 +23,15 @@ __all__ = [
     "HeartbeatRecord",
     "HeartbeatStore",
     "WatchedNode",
+    "WatchedNodes",
     "drop_fields",
     "figures_json",
     "forget_fields",
 ]
 
 _HEARTBEATS = "cic:heartbeats"
-"""node id -> ``<received at, epoch seconds> <engine state>``: what every pass reads."""
-_LOADS = "cic:heartbeats:load"
-"""node id -> load figures (JSON): read for new table entries only."""
+"""node id -> ``<received at, epoch seconds> <engine state> <load figures, JSON>``:
+every pass reads the first two; new table entries need the figures too."""
 _WATCHED = ("active", "unhealthy", "draining")
 
 Figures = dict[str, float | None]
@@ -54,23 +57,60 @@ class HealthStore(NodeRepository):
         self._pool = pool
 
     async def watched(self) -> list[WatchedNode]:
-        rows = await self._pool.fetch(
+        nodes, _ = await self.changed_since(None)
+        return nodes
+
+    async def changed_since(self, since: datetime | None) -> tuple[list[WatchedNode], datetime]:
+        """Every watched node (``since`` None), or every node whatever its status whose
+        row changed after ``since``; and the database's clock at the read."""
+        query = (
             "SELECT id, deployment_id, spec->>'model' AS model, status, endpoint, ready_at,"
-            " updated_at FROM nodes WHERE status = ANY($1::text[]) ORDER BY id",
-            list(_WATCHED),
+            " updated_at FROM nodes WHERE "
         )
-        return [
-            WatchedNode(
-                id=r["id"],
-                deployment_id=r["deployment_id"],
-                model=r["model"],
-                status=r["status"],
-                endpoint=r["endpoint"],
-                ready_at=r["ready_at"],
-                status_since=r["updated_at"],
-            )
+        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+            read_at: datetime = await conn.fetchval("SELECT now()")
+            if since is None:
+                rows = await conn.fetch(query + "status = ANY($1::text[])", list(_WATCHED))
+            else:
+                rows = await conn.fetch(query + "updated_at > $1", since)
+        nodes = [
+            WatchedNode(r["id"], r["deployment_id"], r["model"], r["status"], r["endpoint"],
+                        r["ready_at"], r["updated_at"])
             for r in rows
-        ]
+        ]  # fmt: skip
+        return nodes, read_at
+
+
+class WatchedNodes:
+    """The nodes health watches, kept in memory: each read fetches only the rows that
+    changed lately (every status change stamps ``updated_at``), reaching back
+    ``overlap`` to catch transactions that committed late; every ``full_every`` all
+    of them are read again, so nothing a narrow read missed stays wrong for long."""
+
+    def __init__(
+        self, store: HealthStore, *, full_every: float = 60.0, overlap: float = 60.0
+    ) -> None:
+        self._store = store
+        self._full_every = full_every
+        self._overlap = timedelta(seconds=overlap)
+        self._nodes: dict[str, WatchedNode] | None = None
+        self._full_at = 0.0
+        self._since: datetime | None = None
+
+    async def current(self) -> list[WatchedNode]:
+        started = time.monotonic()
+        if self._nodes is None or started - self._full_at >= self._full_every:
+            nodes, read_at = await self._store.changed_since(None)
+            self._nodes, self._full_at = {n.id: n for n in nodes}, started
+        else:
+            nodes, read_at = await self._store.changed_since(self._since)
+            for node in nodes:
+                if node.status in _WATCHED:
+                    self._nodes[node.id] = node
+                else:
+                    self._nodes.pop(node.id, None)
+        self._since = read_at - self._overlap
+        return list(self._nodes.values())
 
 
 class HeartbeatRecord:
@@ -104,7 +144,7 @@ def figures_json(beat: Heartbeat) -> str:
 class HeartbeatStore:
     """The last heartbeat of each node, stamped with the time health received it (so
     node clocks do not matter), written together with the load figures of the node's
-    replica-table entry when it is listed: a batch of heartbeats is three commands."""
+    replica-table entry when it is listed: a batch of heartbeats is two commands."""
 
     def __init__(self, redis: Redis, table: ReplicaTable | None = None) -> None:
         self.redis = redis
@@ -114,23 +154,25 @@ class HeartbeatStore:
         """Store ``beats``; for those whose engine is ready, also put their load
         figures in their replica-table entries, where listed."""
         stamp = repr(received_at.timestamp())
-        records = {beat.node_id: f"{stamp} {beat.engine_state}" for beat in beats}
-        loads = [(beat.node_id, figures_json(beat)) for beat in beats]
-        routed = [load for beat, load in zip(beats, loads, strict=True)
-                  if beat.engine_state == "ready"]  # fmt: skip
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(_HEARTBEATS, mapping=cast(Any, records))
-            pipe.hset(_LOADS, mapping=cast(Any, dict(loads)))
-            if routed:
-                await self._table.queue_merge(pipe, routed)
-            await pipe.execute()
+        records: dict[str, str] = {}
+        routed: list[tuple[str, str]] = []
+        for beat in beats:
+            load = figures_json(beat)
+            records[beat.node_id] = f"{stamp} {beat.engine_state} {load}"
+            if beat.engine_state == "ready":
+                routed.append((beat.node_id, load))
+        writes = [self.redis.hset(_HEARTBEATS, mapping=cast(Any, records))]
+        if routed:
+            writes.append(self._table.merge(routed))
+        await asyncio.gather(*writes)
 
     async def every(self) -> dict[str, HeartbeatRecord]:
         """The last heartbeat of every node that sent one (one read, however many)."""
         found: dict[str, HeartbeatRecord] = {}
         raw: dict[bytes, bytes] = await self.redis.hgetall(_HEARTBEATS)  # type: ignore[assignment]
         for node_id, value in raw.items():
-            at, _, state = value.partition(b" ")
+            at, _, rest = value.partition(b" ")
+            state, _, _ = rest.partition(b" ")
             try:
                 found[node_id.decode()] = HeartbeatRecord(float(at), state.decode())
             except ValueError:  # not a record this version wrote: none
@@ -141,19 +183,21 @@ class HeartbeatStore:
         """The load figures of these nodes' last heartbeats."""
         if not node_ids:
             return {}
-        raw = await self.redis.hmget(_LOADS, node_ids)
-        return {n: json.loads(v) for n, v in zip(node_ids, raw, strict=True) if v is not None}
+        raw: list[bytes | None] = await self.redis.hmget(_HEARTBEATS, node_ids)  # type: ignore[assignment]
+        found = {}
+        for node_id, value in zip(node_ids, raw, strict=True):
+            with contextlib.suppress(ValueError, IndexError):
+                found[node_id] = json.loads(value.split(b" ", 2)[2]) if value else None
+        return {n: load for n, load in found.items() if isinstance(load, dict)}
 
     async def drop(self, gone: set[str]) -> None:
         """Forget the heartbeats of nodes no longer watched."""
         await drop_fields(self.redis, _HEARTBEATS, gone)
-        await drop_fields(self.redis, _LOADS, gone)
 
     async def sweep(self, keep: set[str], scope: Callable[[str], bool]) -> None:
         """Forget the heartbeats of the nodes in ``scope`` but those of ``keep`` (a scan
         of them all: on start, and when shards move)."""
         await forget_fields(self.redis, _HEARTBEATS, keep, scope)
-        await forget_fields(self.redis, _LOADS, keep, scope)
 
 
 async def drop_fields(redis: Redis, key: str, gone: set[str]) -> None:

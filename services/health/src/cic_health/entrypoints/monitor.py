@@ -28,6 +28,7 @@ from cic_health.adapters.store import (
     HeartbeatRecord,
     HeartbeatStore,
     WatchedNode,
+    WatchedNodes,
 )
 from cic_health.domain.verdicts import (
     HealthPolicy,
@@ -74,6 +75,7 @@ class HealthMonitor:
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self._store = store
+        self._nodes = WatchedNodes(store)
         self._heartbeats = heartbeats
         self._table = table
         self._policy = policy
@@ -130,7 +132,7 @@ class HealthMonitor:
         """Judge every watched node of this instance's shards, then publish them."""
         held = await self._shards.claim() if self._shards else _ALL
         mine = self._in(held)
-        nodes = [n for n in await self._store.watched() if mine(n.id)]
+        nodes = [n for n in await self._nodes.current() if mine(n.id)]
         ids = [n.id for n in nodes]
         beats = await self._heartbeats.every()
         polls = await self._polls.every()
