@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
-from cic_health.adapters.store import drop_fields, forget_fields
+from cic_health.adapters.store import ParsedHash, drop_fields, forget_fields
 
 __all__ = ["EnginePoller", "PollRecord", "PollStore"]
 
@@ -129,6 +129,7 @@ class PollStore:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._records = ParsedHash(_POLLS, _parse)
 
     async def latest(self, node_ids: list[str]) -> dict[str, PollRecord]:
         if not node_ids:
@@ -138,8 +139,7 @@ class PollStore:
 
     async def every(self) -> dict[str, PollRecord]:
         """The streaks of every node polled (one read, however many)."""
-        raw: dict[bytes, bytes] = await self._redis.hgetall(_POLLS)  # type: ignore[assignment]
-        return {n.decode(): r for n, v in raw.items() if (r := _parse(v))}
+        return await self._records.read(self._redis)
 
     async def record(
         self, results: dict[str, tuple[bool, float]], before: dict[str, PollRecord], at: datetime

@@ -9,10 +9,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import asyncpg
 from cic_common.events import Heartbeat
+from cic_common.lifecycle import NodeStatus
 from cic_common.nodes import NodeRepository
 from cic_common.replicas import ReplicaTable
 from redis.asyncio import Redis
@@ -22,6 +23,7 @@ __all__ = [
     "HealthStore",
     "HeartbeatRecord",
     "HeartbeatStore",
+    "ParsedHash",
     "WatchedNode",
     "WatchedNodes",
     "drop_fields",
@@ -29,6 +31,7 @@ __all__ = [
     "forget_fields",
 ]
 
+T = TypeVar("T")
 _HEARTBEATS = "cic:heartbeats"
 """node id -> ``<received at, epoch seconds> <engine state> <load figures, JSON>``:
 every pass reads the first two; new table entries need the figures too."""
@@ -43,7 +46,7 @@ class WatchedNode:
     id: str
     deployment_id: str
     model: str
-    status: str
+    status: NodeStatus
     endpoint: str | None
     ready_at: datetime | None
     status_since: datetime
@@ -74,8 +77,8 @@ class HealthStore(NodeRepository):
             else:
                 rows = await conn.fetch(query + "updated_at > $1", since)
         nodes = [
-            WatchedNode(r["id"], r["deployment_id"], r["model"], r["status"], r["endpoint"],
-                        r["ready_at"], r["updated_at"])
+            WatchedNode(r["id"], r["deployment_id"], r["model"], NodeStatus(r["status"]),
+                        r["endpoint"], r["ready_at"], r["updated_at"])
             for r in rows
         ]  # fmt: skip
         return nodes, read_at
@@ -149,6 +152,7 @@ class HeartbeatStore:
     def __init__(self, redis: Redis, table: ReplicaTable | None = None) -> None:
         self.redis = redis
         self._table = table or ReplicaTable(redis)
+        self._records = ParsedHash(_HEARTBEATS, _parse_heartbeat)
 
     async def record(self, beats: list[Heartbeat], received_at: datetime) -> None:
         """Store ``beats``; for those whose engine is ready, also put their load
@@ -168,16 +172,7 @@ class HeartbeatStore:
 
     async def every(self) -> dict[str, HeartbeatRecord]:
         """The last heartbeat of every node that sent one (one read, however many)."""
-        found: dict[str, HeartbeatRecord] = {}
-        raw: dict[bytes, bytes] = await self.redis.hgetall(_HEARTBEATS)  # type: ignore[assignment]
-        for node_id, value in raw.items():
-            at, _, rest = value.partition(b" ")
-            state, _, _ = rest.partition(b" ")
-            try:
-                found[node_id.decode()] = HeartbeatRecord(float(at), state.decode())
-            except ValueError:  # not a record this version wrote: none
-                continue
-        return found
+        return await self._records.read(self.redis)
 
     async def loads(self, node_ids: list[str]) -> dict[str, Figures]:
         """The load figures of these nodes' last heartbeats."""
@@ -198,6 +193,38 @@ class HeartbeatStore:
         """Forget the heartbeats of the nodes in ``scope`` but those of ``keep`` (a scan
         of them all: on start, and when shards move)."""
         await forget_fields(self.redis, _HEARTBEATS, keep, scope)
+
+
+def _parse_heartbeat(value: bytes) -> HeartbeatRecord | None:
+    at, _, rest = value.partition(b" ")
+    state, _, _ = rest.partition(b" ")
+    try:
+        return HeartbeatRecord(float(at), state.decode())
+    except ValueError:  # not a record this version wrote: none
+        return None
+
+
+class ParsedHash(Generic[T]):
+    """A Redis hash of node records read whole each pass, parsed only where a value
+    changed since the last read (most did not: parsing is what the read costs)."""
+
+    def __init__(self, key: str, parse: Callable[[bytes], T | None]) -> None:
+        self._key = key
+        self._parse = parse
+        self._last: dict[bytes, tuple[bytes, str, T | None]] = {}
+
+    async def read(self, redis: Redis) -> dict[str, T]:
+        raw: dict[bytes, bytes] = await redis.hgetall(self._key)  # type: ignore[assignment]
+        last, fresh, found = self._last, {}, {}
+        for field, value in raw.items():
+            seen = last.get(field)
+            if seen is None or seen[0] != value:
+                seen = (value, field.decode(), self._parse(value))
+            fresh[field] = seen
+            if seen[2] is not None:
+                found[seen[1]] = seen[2]
+        self._last = fresh
+        return found
 
 
 async def drop_fields(redis: Redis, key: str, gone: set[str]) -> None:

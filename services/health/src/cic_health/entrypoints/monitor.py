@@ -158,7 +158,7 @@ class HealthMonitor:
         now: datetime,
     ) -> tuple[NodeStatus, Verdict | None]:
         """The node's verdict, and its status once the verdict moved it."""
-        status = NodeStatus(node.status)
+        status = node.status
         if status is NodeStatus.DRAINING:
             return status, None
         silent_for = now.timestamp() - record.at if record else None
@@ -227,7 +227,7 @@ class HealthMonitor:
 
 _ROUTED = (NodeStatus.ACTIVE, NodeStatus.DRAINING)
 """Active nodes take traffic; draining ones stay listed, flagged, for in-flight work."""
-_POLLED = ("active", "unhealthy")
+_POLLED = (NodeStatus.ACTIVE, NodeStatus.UNHEALTHY)
 _ALL = frozenset({0})
 
 
@@ -240,10 +240,9 @@ class _Routable:
     verdict: Verdict | None
 
     def member(self) -> tuple[object, ...]:
-        """What routing depends on besides load figures."""
-        n = self.node
-        degraded = self.verdict is Verdict.DEGRADED
-        return (n.id, n.model, n.deployment_id, n.endpoint, self.status, degraded)
+        """What routing depends on besides load figures (the node's row is replaced,
+        not changed, when it is read again: equal rows are mostly the same object)."""
+        return (self.node, self.status, self.verdict is Verdict.DEGRADED)
 
     def replica(self, load: Figures) -> Replica:
         n = self.node
