@@ -45,6 +45,7 @@ from .procs import Usage, usage
 from .reconcile import reconcile_pass
 
 ROOT = Path(__file__).resolve().parents[2]
+BARE = "bare subscriber (baseline)"
 DATABASE = f"cic_bench_control_plane_{os.getpid()}"
 
 
@@ -128,9 +129,11 @@ async def health_state(dsn: str, nats_url: str) -> tuple[dict[str, int], int]:
 
 
 def table(rows: list[tuple[str, Usage]], window: float) -> str:
-    lines = ["| process | CPU (% of one core) | RSS (MB) | peak RSS (MB) |", "|---|---:|---:|---:|"]
+    lines = ["| process | CPU (% of one core) | of which kernel | RSS (MB) | peak RSS (MB) |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
     for name, u in rows:
-        lines.append(f"| {name} | {100 * u.cpu_seconds / window:.1f} | {u.rss_mb:.0f} "
+        lines.append(f"| {name} | {100 * u.cpu_seconds / window:.1f} "
+                     f"| {100 * u.system_seconds / window:.1f} | {u.rss_mb:.0f} "
                      f"| {u.peak_mb:.0f} |")  # fmt: skip
     return "\n".join(lines)
 
@@ -177,7 +180,12 @@ def measure(
              str(args.warmup), "--duration", str(args.duration)],
             stdout=subprocess.PIPE, cwd=ROOT,
         )  # fmt: skip
-        pids = {**{n: p for n, p in platform.running().items() if p}, "nats-server": private.pid}
+        bare = subprocess.Popen(
+            [sys.executable, "-m", "bench.control_plane.bare", "--nats-url", private.url],
+            stdout=subprocess.PIPE, cwd=ROOT,
+        )  # fmt: skip
+        pids = {**{n: p for n, p in platform.running().items() if p}, "nats-server": private.pid,
+                BARE: bare.pid}  # fmt: skip
         time.sleep(args.warmup)
         before = {name: usage(pid) for name, pid in pids.items() if pid}
         started = time.monotonic()
@@ -190,13 +198,18 @@ def measure(
         window = time.monotonic() - started
         after = {name: usage(pid) for name, pid in pids.items() if pid}
         out, _ = publisher.communicate()
+        bare.terminate()
+        bare_received = int(bare.communicate(timeout=30)[0] or 0)
         statuses, backlog = asyncio.run(health_state(dsn, private.url))
     finally:
         platform.stop()
         stop_pid(engine.pid)
+        if bare.poll() is None:
+            bare.kill()
     report = json.loads(out)
     rows = [(n, after[n].since(before[n], peaks.get(n, 0.0))) for n in after]
-    control = [u for n, u in rows if n != "nats-server"]
+    control = [u for n, u in rows if n not in ("nats-server", BARE)]
+    cpu = {n: u.cpu_seconds / window for n, u in rows}
     cp_rss = sum(u.rss_mb for u in control)
     lat = report["latencies"]
     clusters, pass_s, read_s = asyncio.run(reconcile_pass(dsn, private.url))
@@ -207,12 +220,16 @@ def measure(
           f"after {args.warmup:g} s of warm-up")  # fmt: skip
     print()
     print(table(rows, window))
-    print(f"| control plane (5 services) | {sum(u.cpu_seconds for u in control) / window:.1%} "
-          f"| {cp_rss:.0f} | |")  # fmt: skip
+    cp_cpu, cp_sys = (sum(getattr(u, f) for u in control) / window
+                      for f in ("cpu_seconds", "system_seconds"))  # fmt: skip
+    print(f"| control plane (5 services) | {cp_cpu:.1%} | {cp_sys:.1%} | {cp_rss:.0f} | |")
     print()
     print(f"- heartbeat to replica table: p50 {1000 * percentile(lat, 0.5):.0f} ms, "
           f"p99 {1000 * percentile(lat, 0.99):.0f} ms, max {1000 * max(lat, default=0):.0f} ms "
           f"over {len(lat)} probes ({report['missed']} not seen within 10 s)")  # fmt: skip
+    print(f"- health used {cpu['health'] / cpu[BARE]:.1f}x the CPU of the baseline, a bare "
+          f"subscriber that received the same {bare_received} heartbeats and did nothing "
+          "with them")  # fmt: skip
     print(f"- after the run: nodes {statuses}; heartbeats not yet consumed: {backlog}")
     print(
         f"- reconciler pass over {clusters} clusters: {pass_s:.2f} s (median of 3); "

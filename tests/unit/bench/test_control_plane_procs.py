@@ -15,6 +15,7 @@ def test_usage_reads_cpu_time_and_resident_memory_of_a_live_process() -> None:
     after = usage(os.getpid())
     spent = after.since(before)
     assert spent.cpu_seconds > 0
+    assert 0 <= spent.system_seconds <= spent.cpu_seconds
     assert 1 < after.rss_mb <= after.peak_mb
 
 

@@ -25,8 +25,7 @@ SecretLookup = Callable[[str], Awaitable[str | None]]
 
 def sign(secret: str, subject: str, body: bytes) -> str:
     """Hex HMAC-SHA256 of ``subject`` and ``body``."""
-    mac = hmac.new(secret.encode(), subject.encode() + b"\n" + body, hashlib.sha256)
-    return mac.hexdigest()
+    return hmac.digest(secret.encode(), subject.encode() + b"\n" + body, hashlib.sha256).hex()
 
 
 def signature_header(secret: str, subject: str, body: bytes, key_id: str = "node") -> str:

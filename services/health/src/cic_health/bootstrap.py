@@ -55,7 +55,7 @@ async def run(settings: HealthSettings) -> None:
         bus.consumer(NodeReady, "health-node-ready", monitor.on_node_ready, max_deliver=md,
                      authenticate=signed),
         bus.batch_consumer(Heartbeat, "health-heartbeats", monitor.on_heartbeats, batch=256,
-                           deliver_new=True, authenticate=signed, linger=0.05,
+                           deliver_new=True, authenticate=signed, linger=0.1,
                            superseded=True),
         bus.consumer(NodeDraining, "health-node-draining", monitor.on_node_gone, max_deliver=md),
         bus.consumer(NodeTerminated, "health-node-terminated", monitor.on_node_gone,
