@@ -1,6 +1,7 @@
 """The baseline beside health: a bare nats-py subscriber that receives every heartbeat
-and does nothing with it (no decoding, no signature check, no store), run as its own
-process for as long as the bench. Stop it with SIGTERM; it prints how many it got."""
+and does nothing with it (no decoding, no signature check, no store), on the same event
+loop as the services, run as its own process for as long as the bench. Stop it with
+SIGTERM; it prints how many it got."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import signal
 
 import nats
+from cic_common.service import run
 
 
 async def receive(url: str) -> int:
@@ -30,7 +32,13 @@ async def receive(url: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.control_plane.bare")
     parser.add_argument("--nats-url", required=True)
-    print(asyncio.run(receive(parser.parse_args().nats_url)), flush=True)
+    received: list[int] = []
+
+    async def main() -> None:
+        received.append(await receive(parser.parse_args().nats_url))
+
+    run(main())
+    print(received[0], flush=True)
 
 
 if __name__ == "__main__":
