@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from cic_common.db import create_pool, migrate
 from cic_common.events import Heartbeat, NodeReady, PoisonEvent
-from cic_common.replicas import ReplicaTable
+from cic_common.replicas import Replica, ReplicaTable
 from cic_health.adapters.poller import EnginePoller
 from cic_health.adapters.store import HealthStore, HeartbeatStore
 from cic_health.domain.verdicts import HealthPolicy
@@ -217,3 +217,17 @@ async def test_a_heartbeat_refreshes_a_listed_replicas_load_before_the_next_pass
     await beat(world, "nh2", running=9)  # not listed (not ready): stays out
     assert [r.node_id for r in await world.table.replicas("hmodel")] == ["nh1"]
     assert await world.table.entries([("hmodel", "nh1"), ("hmodel", "nh2")]) == [replica, None]
+
+
+async def test_a_stale_entry_for_a_node_not_serving_is_removed_by_the_next_pass(
+    world: World,
+) -> None:
+    await ready(world, "nh1")
+    world.clock.now = datetime.now(UTC)
+    await world.monitor.check(world.clock.advance(1))
+    stale = Replica(node_id="nh2", deployment_id="dhealth", model="hmodel",
+                    endpoint="http://nh2:8000")  # fmt: skip
+    await world.table.apply([stale], [])  # listed, but initializing in PostgreSQL
+    assert await world.routable("hmodel") == ["nh1", "nh2"]
+    await world.monitor.check(world.clock.advance(1))
+    assert await world.routable("hmodel") == ["nh1"]
