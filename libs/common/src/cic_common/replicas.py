@@ -162,7 +162,25 @@ class ReplicaTable:
         return sorted(_text(m) for m in members)
 
     async def snapshot(self) -> dict[str, list[Replica]]:
-        return {m: await self.replicas(m) for m in await self.models()}
+        return (await self.read())[1]
+
+    async def read(self) -> tuple[int, dict[str, list[Replica]]]:
+        """The whole table and its version, in two round trips (a change between
+        them is announced, so a reader following announcements reads again)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(_VERSION)
+            pipe.smembers(_MODELS)
+            version, members = await pipe.execute()
+        models = sorted(_text(m) for m in members)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for model in models:
+                pipe.hgetall(_PREFIX + model)
+            hashes = await pipe.execute()
+        table = {
+            model: [Replica.model_validate_json(v) for v in entries.values()]
+            for model, entries in zip(models, hashes, strict=True)
+        }
+        return int(version or 0), table
 
     async def version(self) -> int:
         raw = await self._redis.get(_VERSION)

@@ -9,17 +9,18 @@ from contextlib import asynccontextmanager
 
 from cic_common.bus import Bus
 from cic_common.db import create_pool, migrate
-from cic_common.replicas import ReplicaTable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cic_gateway.adapters.replica_view import ReplicaView
 from cic_gateway.adapters.store import DeploymentStore, KeyStore
 from cic_gateway.adapters.upstream import UpstreamClient
 from cic_gateway.domain.errors import ApiError, error_body
 from cic_gateway.domain.keys import parse_key
+from cic_gateway.domain.retry_budget import RetryBudget
 from cic_gateway.entrypoints import admin, openai_api
 from cic_gateway.settings import GatewaySettings
 
@@ -43,7 +44,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.state.settings = settings
         app.state.deployments = DeploymentStore(pool)
         app.state.keys = KeyStore(pool, settings.key_cache_seconds)
-        app.state.replicas = ReplicaTable(redis)
+        app.state.replicas = ReplicaView(
+            redis, refresh=settings.table_refresh, eject_for=settings.eject_for
+        )
+        await app.state.replicas.start()
+        app.state.retry_budget = RetryBudget(settings.retry_ratio)
         app.state.bus = bus
         app.state.upstream = upstream
         app.state.rng = random.Random()
@@ -56,6 +61,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.replicas.close()
             await upstream.close()
             await bus.close()
             await redis.aclose()

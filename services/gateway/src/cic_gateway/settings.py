@@ -18,4 +18,11 @@ class GatewaySettings(CommonSettings):
     upstream_timeout: float = Field(600.0, description="seconds for one upstream request")
     upstream_connect_timeout: float = 2.0
     max_attempts: int = Field(3, ge=1, description="replicas tried per request")
+    retry_ratio: float = Field(
+        0.2, ge=0, description="retries allowed as a share of requests (plus 5/s)"
+    )
+    table_refresh: float = Field(
+        1.0, gt=0, description="seconds between reads of the replica table (and on change)"
+    )
+    eject_for: float = Field(10.0, ge=0, description="seconds a failing replica is skipped")
     key_cache_seconds: float = Field(1.0, description="how long a key lookup is reused")

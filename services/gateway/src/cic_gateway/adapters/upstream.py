@@ -7,11 +7,15 @@ from dataclasses import dataclass
 
 import aiohttp
 
-__all__ = ["UpstreamClient", "UpstreamResponse", "UpstreamUnavailable"]
+__all__ = ["UpstreamClient", "UpstreamResponse", "UpstreamTimeout", "UpstreamUnavailable"]
 
 
 class UpstreamUnavailable(Exception):
     """The replica could not be reached or failed before answering; try another one."""
+
+
+class UpstreamTimeout(UpstreamUnavailable):
+    """The replica did not answer in time."""
 
 
 @dataclass
@@ -71,7 +75,9 @@ class UpstreamClient:
             response = await self._session.post(
                 url, data=body, headers={"Content-Type": "application/json"}
             )
-        except (aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError) as exc:
+        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+            raise UpstreamTimeout(f"{type(exc).__name__}: {exc}") from exc
+        except aiohttp.ClientConnectionError as exc:
             raise UpstreamUnavailable(f"{type(exc).__name__}: {exc}") from exc
         if response.status in (502, 503):
             response.release()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from cic_common.replicas import Replica
 
@@ -16,11 +16,15 @@ def load_of(replica: Replica) -> float:
 
 
 def choose_replica(
-    replicas: Sequence[Replica], exclude: Collection[str], rng: random.Random
+    replicas: Sequence[Replica],
+    exclude: Collection[str],
+    rng: random.Random,
+    in_flight: Mapping[str, int] | None = None,
 ) -> Replica | None:
     """Power of two choices over the routable replicas, skipping draining ones and
     ``exclude`` (node ids already tried); degraded replicas only when nothing else is
-    left. None when no replica is left."""
+    left. Load is the replica's last reported work plus ``in_flight``, the requests
+    this gateway has sent it since. None when no replica is left."""
     candidates = [r for r in replicas if not r.draining and r.node_id not in exclude]
     healthy = [r for r in candidates if not r.degraded]
     candidates = healthy or candidates
@@ -29,4 +33,5 @@ def choose_replica(
     if len(candidates) == 1:
         return candidates[0]
     a, b = rng.sample(candidates, 2)
-    return a if load_of(a) <= load_of(b) else b
+    mine = in_flight or {}
+    return a if load_of(a) + mine.get(a.node_id, 0) <= load_of(b) + mine.get(b.node_id, 0) else b

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
+from cic_gateway.adapters.replica_view import ReplicaView
 from cic_gateway.adapters.store import ApiKey
-from cic_gateway.adapters.upstream import UpstreamResponse, UpstreamUnavailable
+from cic_gateway.adapters.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnavailable
 from cic_gateway.domain.errors import ApiError
+from cic_gateway.domain.retry_budget import RetryBudget
 from cic_gateway.domain.routing import choose_replica
 from cic_gateway.entrypoints.auth import require_key
 
@@ -26,7 +29,7 @@ UserKey = Annotated[ApiKey, Depends(require_key)]
 @router.get("/models")
 async def list_models(request: Request, key: UserKey) -> dict[str, Any]:
     """The models that have a routable replica and that this key may use."""
-    models = await request.app.state.replicas.models()
+    models = request.app.state.replicas.models()
     created = int(time.time())
     return {
         "object": "list",
@@ -46,6 +49,11 @@ async def chat_completions(request: Request, key: UserKey) -> Response:
 @router.post("/completions")
 async def completions(request: Request, key: UserKey) -> Response:
     return await _proxy(request, key, "/v1/completions")
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request, key: UserKey) -> Response:
+    return await _proxy(request, key, "/v1/embeddings")
 
 
 async def _read_body(request: Request) -> tuple[bytes, dict[str, Any]]:
@@ -77,36 +85,61 @@ async def _proxy(request: Request, key: ApiKey, path: str) -> Response:
     if not key.may_use(model):
         raise ApiError(403, f"this key may not use model {model!r}", code="model_not_allowed")
     state = request.app.state
-    replicas = await state.replicas.replicas(model)
+    view: ReplicaView = state.replicas
+    replicas = view.replicas(model)
     if not replicas:
         if await state.deployments.serves(model):
             raise ApiError(503, f"no replica of {model!r} is ready", retry_after=5)
         raise ApiError(404, f"the model {model!r} does not exist", code="model_not_found")
+    budget: RetryBudget = state.retry_budget
+    budget.requested(time.monotonic())
     tried: set[str] = set()
-    last_error = "no routable replica"
-    for _ in range(state.settings.max_attempts):
-        replica = choose_replica(replicas, tried, state.rng)
+    last: UpstreamUnavailable | None = None
+    for attempt in range(state.settings.max_attempts):
+        if attempt and not budget.may_retry(time.monotonic()):
+            break
+        replica = choose_replica(replicas, tried, state.rng, view.in_flight)
         if replica is None:
             break
         tried.add(replica.node_id)
+        view.in_flight[replica.node_id] += 1
         try:
             upstream = await state.upstream.post(replica.endpoint + path, body)
         except UpstreamUnavailable as exc:
-            last_error = str(exc)
+            view.in_flight[replica.node_id] -= 1
+            view.eject(replica.node_id)
+            last = exc
             log.warning("replica failed; trying another", extra={"node": replica.node_id})
             continue
-        return await _respond(upstream, replica.node_id)
-    raise ApiError(503, f"no replica of {model!r} answered: {last_error}", retry_after=2)
+        return await _respond(upstream, replica.node_id, view)
+    if isinstance(last, UpstreamTimeout):
+        raise ApiError(504, f"no replica of {model!r} answered in time: {last}")
+    reason = str(last) if last else "no routable replica"
+    raise ApiError(503, f"no replica of {model!r} answered: {reason}", retry_after=2)
 
 
-async def _respond(upstream: UpstreamResponse, node_id: str) -> Response:
+async def _respond(upstream: UpstreamResponse, node_id: str, view: ReplicaView) -> Response:
     headers = {"x-cic-replica": node_id}
     if upstream.content_type.startswith("text/event-stream"):
         return StreamingResponse(
-            upstream.chunks(),
+            _counted(upstream.chunks(), node_id, view),
             status_code=upstream.status,
             media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache"},
         )
-    content = await upstream.read()
+    try:
+        content = await upstream.read()
+    finally:
+        view.in_flight[node_id] -= 1
     return Response(content, upstream.status, headers, media_type=upstream.content_type)
+
+
+async def _counted(
+    chunks: AsyncIterator[bytes], node_id: str, view: ReplicaView
+) -> AsyncIterator[bytes]:
+    """The stream, counted in flight on its replica until it ends (or the client goes)."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        view.in_flight[node_id] -= 1

@@ -1,0 +1,126 @@
+"""Routing through the gateway to a real simulator engine, with the official ``openai``
+client: the gateway follows the replica table as health changes it, sends no request
+to a replica that just failed, and serves embeddings too."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import openai
+import pytest
+from cic_common.processes import free_port
+from cic_common.replicas import Replica, ReplicaTable
+from cic_gateway.bootstrap import create_app
+from cic_gateway.domain.keys import generate_key
+from cic_gateway.settings import GatewaySettings
+from cic_node_agent.adapters.engine import EngineProcess
+from cic_node_agent.domain.engines import EngineLaunch, engine_command
+from conftest import Servers
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from support import eventually
+
+MODEL = "route-model"
+
+
+@dataclass
+class Routed:
+    app: FastAPI
+    client: openai.AsyncOpenAI
+    http: httpx.AsyncClient
+    table: ReplicaTable
+    engine_url: str
+
+    def replica(self, node_id: str, endpoint: str | None = None) -> Replica:
+        return Replica(node_id=node_id, deployment_id="droute", model=MODEL,
+                       endpoint=endpoint or self.engine_url)  # fmt: skip
+
+    def routable(self) -> list[str]:
+        return sorted(r.node_id for r in self.app.state.replicas.replicas(MODEL))
+
+
+@pytest.fixture(scope="module")
+async def engine() -> AsyncIterator[str]:
+    port = free_port()
+    launch = EngineLaunch("sim", MODEL, "127.0.0.1", port, 2048)
+    process = EngineProcess(engine_command(sys.executable, launch), f"http://127.0.0.1:{port}")
+    await process.start()
+    try:
+        await process.wait_ready(60)
+        yield process.base_url
+    finally:
+        await process.close()
+
+
+@pytest.fixture
+async def routed(servers: Servers, database: str, engine: str) -> AsyncIterator[Routed]:
+    redis = Redis.from_url(servers.redis_url)
+    await redis.flushdb()
+    admin_key, _ = generate_key()
+    settings = GatewaySettings(
+        nats_url=servers.nats_url, postgres_dsn=database, redis_url=servers.redis_url,
+        admin_key=admin_key, key_cache_seconds=0, table_refresh=30, eject_for=60,
+    )  # fmt: skip
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+            created = await http.post("/admin/keys", json={"name": "router"},
+                                      headers={"Authorization": f"Bearer {admin_key}"})  # fmt: skip
+            client = openai.AsyncOpenAI(base_url="http://gw/v1", api_key=created.json()["key"],
+                                        http_client=http, max_retries=0)  # fmt: skip
+            yield Routed(app, client, http, ReplicaTable(redis), engine)
+    await redis.aclose()
+
+
+async def test_the_gateway_follows_the_table_as_health_announces_changes(
+    routed: Routed,
+) -> None:
+    # table_refresh is 30 s: what the gateway sees within this test, it was told.
+    await routed.table.apply([routed.replica("r1")], [])
+    await eventually(lambda: _async(routed.routable() == ["r1"]))
+    await routed.table.apply([routed.replica("r2")], [])
+    await eventually(lambda: _async(routed.routable() == ["r1", "r2"]))
+
+    served_by = set()
+    for _ in range(30):
+        raw = await routed.client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": "hello"}], max_tokens=4
+        )
+        assert raw.parse().choices[0].message.content
+        served_by.add(raw.headers["x-cic-replica"])
+    assert served_by == {"r1", "r2"}
+
+    await routed.table.apply([], ["r1"])
+    await eventually(lambda: _async(routed.routable() == ["r2"]))
+    assert [m.id for m in (await routed.client.models.list()).data] == [MODEL]
+
+
+async def test_a_replica_that_fails_is_skipped_and_no_request_fails(routed: Routed) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"  # nobody listens there
+    await routed.table.apply([routed.replica("alive"), routed.replica("dead", dead)], [])
+    await eventually(lambda: _async(routed.routable() == ["alive", "dead"]))
+    for _ in range(20):
+        raw = await routed.client.completions.with_raw_response.create(
+            model=MODEL, prompt="once upon", max_tokens=4
+        )
+        assert raw.headers["x-cic-replica"] == "alive"
+        assert raw.parse().choices[0].text
+    assert routed.routable() == ["alive"]  # ejected from this gateway's view
+    assert sum(routed.app.state.replicas.in_flight.values()) == 0
+
+
+async def test_embeddings_are_served_through_the_gateway(routed: Routed) -> None:
+    await routed.table.apply([routed.replica("r1")], [])
+    await eventually(lambda: _async(routed.routable() == ["r1"]))
+    result = await routed.client.embeddings.create(model=MODEL, input=["a", "b c"])
+    assert len(result.data) == 2
+    assert result.data[0].embedding
+    assert result.usage.prompt_tokens > 0
+
+
+async def _async(value: bool) -> bool:
+    return value
