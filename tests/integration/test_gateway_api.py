@@ -92,6 +92,10 @@ async def test_admin_routes_refuse_user_keys(gateway: Gateway) -> None:
         (b'{"messages": []}', 400),
         (b'{"model": 7}', 400),
         (b'{"model": "m", "stream": "yes"}', 400),
+        (b'{"model": "m", "max_tokens": 1000000}', 400),
+        (b'{"model": "m", "max_tokens": 0}', 400),
+        (b'{"model": "m", "max_tokens": "10"}', 400),
+        (b'{"model": "m", "n": 17}', 400),
         (b'{"model": "m", "pad": "' + b"x" * 5000 + b'"}', 413),
     ],
 )

@@ -124,3 +124,20 @@ async def test_embeddings_are_served_through_the_gateway(routed: Routed) -> None
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_a_key_over_its_rate_limit_gets_429_with_retry_after(routed: Routed) -> None:
+    await routed.table.apply([routed.replica("r1")], [])
+    await eventually(lambda: _async(routed.routable() == ["r1"]))
+    admin = {"Authorization": f"Bearer {routed.app.state.settings.admin_key}"}
+    created = await routed.http.post("/admin/keys", json={"name": "slow", "rpm_limit": 2},
+                                     headers=admin)  # fmt: skip
+    assert created.json()["rpm_limit"] == 2
+    limited = routed.client.with_options(api_key=created.json()["key"])
+    for _ in range(2):
+        await limited.completions.create(model=MODEL, prompt="hi", max_tokens=2)
+    with pytest.raises(openai.RateLimitError) as refused:
+        await limited.completions.create(model=MODEL, prompt="hi", max_tokens=2)
+    assert refused.value.status_code == 429
+    assert int(refused.value.response.headers["retry-after"]) >= 1
+    assert refused.value.code == "rate_limit_exceeded"

@@ -26,8 +26,7 @@ def test_the_budget_refills_as_old_requests_leave_the_window() -> None:
 
 def test_requests_in_flight_from_this_gateway_count_as_load() -> None:
     table = [
-        Replica(node_id=n, deployment_id="d", model="m", endpoint=f"http://{n}")
-        for n in ("a", "b")
+        Replica(node_id=n, deployment_id="d", model="m", endpoint=f"http://{n}") for n in ("a", "b")
     ]
     rng = random.Random(3)
     picks = {

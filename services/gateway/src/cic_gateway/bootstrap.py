@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cic_gateway.adapters.limits import RateLimiter
 from cic_gateway.adapters.replica_view import ReplicaView
 from cic_gateway.adapters.store import DeploymentStore, KeyStore
 from cic_gateway.adapters.upstream import UpstreamClient
@@ -49,6 +50,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         )
         await app.state.replicas.start()
         app.state.retry_budget = RetryBudget(settings.retry_ratio)
+        app.state.limiter = RateLimiter(redis)
         app.state.bus = bus
         app.state.upstream = upstream
         app.state.rng = random.Random()

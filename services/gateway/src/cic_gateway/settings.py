@@ -15,7 +15,11 @@ class GatewaySettings(CommonSettings):
         None, description="bootstrap admin key (cic-<prefix>-<secret>); stored hashed at start"
     )
     max_body_bytes: int = Field(4 * 1024 * 1024, description="larger requests get 413")
-    upstream_timeout: float = Field(600.0, description="seconds for one upstream request")
+    upstream_timeout: float = Field(
+        600.0, description="seconds for one upstream request, a whole stream included"
+    )
+    max_tokens: int = Field(32768, ge=1, description="largest max_tokens a request may ask")
+    max_n: int = Field(16, ge=1, description="most choices (n) a request may ask")
     upstream_connect_timeout: float = 2.0
     max_attempts: int = Field(3, ge=1, description="replicas tried per request")
     retry_ratio: float = Field(

@@ -162,6 +162,8 @@ class ApiKey:
     name: str
     scope: str
     allowed_models: tuple[str, ...] | None
+    rpm_limit: int | None = None
+    """Requests per minute across every gateway instance; None: no limit."""
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models
@@ -176,20 +178,27 @@ class KeyStore:
         self._cache: dict[str, tuple[float, bytes, ApiKey | None]] = {}
 
     async def create(
-        self, name: str, scope: str, allowed_models: list[str] | None, key_id: str | None = None
+        self,
+        name: str,
+        scope: str,
+        allowed_models: list[str] | None,
+        key_id: str | None = None,
+        rpm_limit: int | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """A new key; returns the full key (shown once) and its public record."""
         full, parsed = generate_key()
         row = await self._pool.fetchrow(
-            "INSERT INTO api_keys (id, prefix, secret_sha256, name, scope, allowed_models)"
-            " VALUES ($1, $2, $3, $4, $5, $6)"
-            " RETURNING id, prefix, name, scope, allowed_models, created_at, revoked_at",
+            "INSERT INTO api_keys (id, prefix, secret_sha256, name, scope, allowed_models,"
+            " rpm_limit) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " RETURNING id, prefix, name, scope, allowed_models, rpm_limit, created_at,"
+            " revoked_at",
             key_id or f"k{parsed.prefix}",
             parsed.prefix,
             hash_secret(parsed.secret),
             name,
             scope,
             allowed_models,
+            rpm_limit,
         )
         return full, dict(row)
 
@@ -207,7 +216,7 @@ class KeyStore:
 
     async def list_all(self) -> list[dict[str, Any]]:
         rows = await self._pool.fetch(
-            "SELECT id, prefix, name, scope, allowed_models, created_at, revoked_at"
+            "SELECT id, prefix, name, scope, allowed_models, rpm_limit, created_at, revoked_at"
             " FROM api_keys ORDER BY created_at"
         )
         return [dict(r) for r in rows]
@@ -225,7 +234,7 @@ class KeyStore:
         hit = self._cache.get(parsed.prefix)
         if hit is None or hit[0] < now:
             row = await self._pool.fetchrow(
-                "SELECT id, name, scope, allowed_models, secret_sha256 FROM api_keys"
+                "SELECT id, name, scope, allowed_models, rpm_limit, secret_sha256 FROM api_keys"
                 " WHERE prefix = $1 AND revoked_at IS NULL",
                 parsed.prefix,
             )
@@ -238,6 +247,7 @@ class KeyStore:
                     row["name"],
                     row["scope"],
                     tuple(models) if models is not None else None,
+                    row["rpm_limit"],
                 )
                 digest = bytes(row["secret_sha256"])
             hit = (now + self._ttl, digest, key)

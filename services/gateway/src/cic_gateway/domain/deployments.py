@@ -125,3 +125,6 @@ class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     scope: Literal["admin", "user"] = "user"
     allowed_models: list[str] | None = Field(None, description="None: every model")
+    rpm_limit: int | None = Field(
+        None, gt=0, le=10_000_000, description="requests per minute, all gateways together"
+    )

@@ -127,7 +127,9 @@ async def prices(
 @router.post("/keys", status_code=201)
 async def create_key(body: KeyCreate, request: Request) -> dict[str, Any]:
     """The key itself is in the answer and nowhere else: store it now."""
-    full, record = await request.app.state.keys.create(body.name, body.scope, body.allowed_models)
+    full, record = await request.app.state.keys.create(
+        body.name, body.scope, body.allowed_models, rpm_limit=body.rpm_limit
+    )
     return {**record, "key": full}
 
 

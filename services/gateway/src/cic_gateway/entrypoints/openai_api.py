@@ -18,6 +18,7 @@ from cic_gateway.domain.errors import ApiError
 from cic_gateway.domain.retry_budget import RetryBudget
 from cic_gateway.domain.routing import choose_replica
 from cic_gateway.entrypoints.auth import require_key
+from cic_gateway.settings import GatewaySettings
 
 __all__ = ["router"]
 
@@ -82,9 +83,15 @@ async def _proxy(request: Request, key: ApiKey, path: str) -> Response:
         raise ApiError(400, "'model' is required and must be a string", param="model")
     if not isinstance(parsed.get("stream", False), bool):
         raise ApiError(400, "'stream' must be a boolean", param="stream")
+    state = request.app.state
+    _check_limits(parsed, state.settings)
     if not key.may_use(model):
         raise ApiError(403, f"this key may not use model {model!r}", code="model_not_allowed")
-    state = request.app.state
+    if key.rpm_limit is not None:
+        wait = await state.limiter.admit(key.id, key.rpm_limit)
+        if wait:
+            message = f"this key's limit of {key.rpm_limit} requests a minute is reached"
+            raise ApiError(429, message, code="rate_limit_exceeded", retry_after=int(wait))
     view: ReplicaView = state.replicas
     replicas = view.replicas(model)
     if not replicas:
@@ -116,6 +123,20 @@ async def _proxy(request: Request, key: ApiKey, path: str) -> Response:
         raise ApiError(504, f"no replica of {model!r} answered in time: {last}")
     reason = str(last) if last else "no routable replica"
     raise ApiError(503, f"no replica of {model!r} answered: {reason}", retry_after=2)
+
+
+def _check_limits(parsed: dict[str, Any], settings: GatewaySettings) -> None:
+    """Refuse what no replica should be asked for: too many tokens or choices."""
+    for field, limit in (
+        ("max_tokens", settings.max_tokens),
+        ("max_completion_tokens", settings.max_tokens),
+        ("n", settings.max_n),
+    ):
+        value = parsed.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+            raise ApiError(400, f"'{field}' must be an integer from 1 to {limit}", param=field)
 
 
 async def _respond(upstream: UpstreamResponse, node_id: str, view: ReplicaView) -> Response:
