@@ -20,6 +20,7 @@ from cic_node_agent.adapters.engine import EngineProcess
 from cic_node_agent.domain.engines import EngineLaunch, engine_command
 from conftest import Servers
 from fastapi import FastAPI
+from openai.types.chat import ChatCompletionMessageParam
 from redis.asyncio import Redis
 from support import eventually
 
@@ -33,6 +34,14 @@ class Routed:
     http: httpx.AsyncClient
     table: ReplicaTable
     engine_url: str
+    key_id: str
+
+    async def usage(self) -> list[dict[str, object]]:
+        admin = {"Authorization": f"Bearer {self.app.state.settings.admin_key}"}
+        answer = await self.http.get("/admin/usage", params={"key_id": self.key_id},
+                                     headers=admin)  # fmt: skip
+        data: list[dict[str, object]] = answer.json()["data"]
+        return data
 
     def replica(self, node_id: str, endpoint: str | None = None) -> Replica:
         return Replica(node_id=node_id, deployment_id="droute", model=MODEL,
@@ -70,9 +79,11 @@ async def routed(servers: Servers, database: str, engine: str) -> AsyncIterator[
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
             created = await http.post("/admin/keys", json={"name": "router"},
                                       headers={"Authorization": f"Bearer {admin_key}"})  # fmt: skip
-            client = openai.AsyncOpenAI(base_url="http://gw/v1", api_key=created.json()["key"],
-                                        http_client=http, max_retries=0)  # fmt: skip
-            yield Routed(app, client, http, ReplicaTable(redis), engine)
+            client = openai.AsyncOpenAI(
+                base_url="http://gw/v1", api_key=created.json()["key"], max_retries=0,
+                http_client=http,  # type: ignore[arg-type]  # the SDK types its own httpx fork
+            )  # fmt: skip
+            yield Routed(app, client, http, ReplicaTable(redis), engine, created.json()["id"])
     await redis.aclose()
 
 
@@ -111,6 +122,9 @@ async def test_a_replica_that_fails_is_skipped_and_no_request_fails(routed: Rout
         assert raw.parse().choices[0].text
     assert routed.routable() == ["alive"]  # ejected from this gateway's view
     assert sum(routed.app.state.replicas.in_flight.values()) == 0
+    metered = await eventually(lambda: _metered(routed, requests=20))
+    assert metered is not None
+    assert metered["completion_tokens"] == 20 * 4  # each request counted once
 
 
 async def test_embeddings_are_served_through_the_gateway(routed: Routed) -> None:
@@ -120,6 +134,45 @@ async def test_embeddings_are_served_through_the_gateway(routed: Routed) -> None
     assert len(result.data) == 2
     assert result.data[0].embedding
     assert result.usage.prompt_tokens > 0
+
+
+async def test_streams_are_metered_and_handed_on_as_the_client_asked(routed: Routed) -> None:
+    await routed.table.apply([routed.replica("r1")], [])
+    await eventually(lambda: _async(routed.routable() == ["r1"]))
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+    chat = {"model": MODEL, "messages": messages, "max_tokens": 5}
+
+    plain = await routed.client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=5, stream=True
+    )
+    chunks = [chunk async for chunk in plain]
+    assert chunks
+    assert all(chunk.choices and chunk.usage is None for chunk in chunks)
+    key = {"Authorization": f"Bearer {routed.client.api_key}"}
+    raw = await routed.http.post("/v1/chat/completions", json={**chat, "stream": True},
+                                 headers=key)  # fmt: skip
+    assert b'"usage"' not in raw.content  # byte for byte what the engine sends unasked
+    assert raw.content.endswith(b"data: [DONE]\n\n")
+
+    asked = await routed.client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=5, stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = [chunk async for chunk in asked]
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 5
+
+    await routed.client.completions.create(model=MODEL, prompt="hi", max_tokens=3)
+    metered = await eventually(lambda: _metered(routed, requests=4))
+    assert metered is not None
+    assert metered["completion_tokens"] == 5 + 5 + 5 + 3
+    assert metered["model"] == MODEL
+
+
+async def _metered(routed: Routed, requests: int) -> dict[str, object] | None:
+    rows = await routed.usage()
+    return rows[0] if len(rows) == 1 and rows[0]["requests"] == requests else None
 
 
 async def _async(value: bool) -> bool:

@@ -11,28 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cic_common.ids import new_event_id
 
 __all__ = [
-    "EVENT_TYPES",
-    "MAX_EVENT_BYTES",
-    "DeploymentChanged",
-    "Envelope",
-    "Event",
-    "GpuFacts",
-    "Heartbeat",
-    "LaunchFailed",
-    "LaunchRequested",
-    "NodeDraining",
-    "NodeLaunched",
-    "NodeLaunching",
-    "NodeLost",
-    "NodeReady",
-    "NodeSpec",
-    "NodeTerminated",
-    "PoisonEvent",
-    "TerminateRequested",
-    "TerminationWarning",
-    "decode",
-    "encode",
-]
+    "EVENT_TYPES", "MAX_EVENT_BYTES", "DeploymentChanged", "Envelope", "Event", "GpuFacts",
+    "Heartbeat", "LaunchFailed", "LaunchRequested", "NodeDraining", "NodeLaunched",
+    "NodeLaunching", "NodeLost", "NodeReady", "NodeSpec", "NodeTerminated", "PoisonEvent",
+    "TerminateRequested", "TerminationWarning", "UsageRecorded", "decode", "encode",
+]  # fmt: skip
 
 MAX_EVENT_BYTES = 256 * 1024
 """Anything larger is not an event we understand; it is dead-lettered unread."""
@@ -227,6 +210,20 @@ class DeploymentChanged(Event):
     deployment_id: str
     generation: int = Field(ge=1)
     deleted: bool = False
+
+
+class UsageRecorded(Event):
+    """What an answered request used (one per request, whatever the retries behind it)."""
+
+    TYPE: ClassVar[str] = "usage-recorded"
+    KEY: ClassVar[str] = "key_id"
+    request_id: str = Field(min_length=1, max_length=64)
+    key_id: str
+    model: str
+    node_id: str = Field(description="the replica that answered")
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    streamed: bool = False
 
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.TYPE: cls for cls in Event.__subclasses__()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-__all__ = ["new_deployment_id", "new_event_id", "new_node_id"]
+__all__ = ["new_deployment_id", "new_event_id", "new_node_id", "new_request_id"]
 
 
 def _token(nbytes: int) -> str:
@@ -24,3 +24,8 @@ def new_deployment_id() -> str:
 def new_event_id() -> str:
     """An event id, unique per emitted event; also the default ``Nats-Msg-Id``."""
     return _token(16)
+
+
+def new_request_id() -> str:
+    """A request id the gateway gives each API request: ``req-`` plus 24 hex digits."""
+    return "req-" + _token(12)

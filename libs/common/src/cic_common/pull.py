@@ -64,7 +64,8 @@ class Puller:
             await self._nc.publish(self._subject, self._request, reply=self._inbox)
         if not self._buffer:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._arrived.wait()
         self._arrived.clear()
         msgs, self._buffer = self._buffer, []
         if not msgs and self._refused is not None:

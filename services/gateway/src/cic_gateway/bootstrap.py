@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -9,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from cic_common.bus import Bus
 from cic_common.db import create_pool, migrate
+from cic_common.events import UsageRecorded
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -19,6 +21,7 @@ from cic_gateway.adapters.limits import RateLimiter
 from cic_gateway.adapters.replica_view import ReplicaView
 from cic_gateway.adapters.store import DeploymentStore, KeyStore
 from cic_gateway.adapters.upstream import UpstreamClient
+from cic_gateway.adapters.usage import UsageMeter, UsageStore
 from cic_gateway.domain.errors import ApiError, error_body
 from cic_gateway.domain.keys import parse_key
 from cic_gateway.domain.retry_budget import RetryBudget
@@ -51,6 +54,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         await app.state.replicas.start()
         app.state.retry_budget = RetryBudget(settings.retry_ratio)
         app.state.limiter = RateLimiter(redis)
+        app.state.usage = UsageStore(pool)
+        app.state.usage_meter = UsageMeter(bus)
+        usage_consumer = bus.consumer(UsageRecorded, "gateway-usage",
+                                      app.state.usage.on_usage_recorded, concurrency=8,
+                                      max_deliver=settings.max_deliver)  # fmt: skip
+        consuming = asyncio.create_task(usage_consumer.run())
         app.state.bus = bus
         app.state.upstream = upstream
         app.state.rng = random.Random()
@@ -63,6 +72,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.usage_meter.drain()
+            usage_consumer.stop()
+            await consuming
             await app.state.replicas.close()
             await upstream.close()
             await bus.close()

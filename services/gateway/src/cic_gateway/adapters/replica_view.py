@@ -35,6 +35,7 @@ class ReplicaView:
         self._ejected: dict[str, float] = {}
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.in_flight: Counter[str] = Counter()
         self.version = -1
 
@@ -43,10 +44,11 @@ class ReplicaView:
         self._task = asyncio.create_task(self._follow())
 
     async def close(self) -> None:
+        """Stop following (the loop ends at its next wake-up, which this is)."""
+        self._closing = True
+        self._changed.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
 
     def replicas(self, model: str) -> list[Replica]:
         """The replicas of ``model``, but those ejected (all of them if every one is:
@@ -69,7 +71,10 @@ class ReplicaView:
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), self._refresh)
+                    async with asyncio.timeout(self._refresh):
+                        await self._changed.wait()
+                if self._closing:
+                    return
                 self._changed.clear()
                 try:
                     await self._read()
@@ -79,8 +84,9 @@ class ReplicaView:
                     await asyncio.sleep(self._refresh)
         finally:
             listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                async with asyncio.timeout(5):
+                    await listener
 
     async def _listen(self) -> None:
         while True:

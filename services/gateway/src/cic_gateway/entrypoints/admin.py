@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -143,3 +144,12 @@ async def revoke_key(key_id: str, request: Request) -> Response:
     if not await request.app.state.keys.revoke(key_id):
         raise ApiError(404, f"no key {key_id!r}")
     return Response(status_code=204)
+
+
+@router.get("/usage")
+async def usage(
+    request: Request, key_id: str | None = None, since: datetime | None = None
+) -> dict[str, Any]:
+    """Requests and tokens per key and model (of one key with ``key_id``; from
+    ``since``, an ISO 8601 time, with it)."""
+    return {"object": "list", "data": await request.app.state.usage.summary(key_id, since)}

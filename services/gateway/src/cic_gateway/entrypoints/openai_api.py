@@ -5,19 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+from cic_common.ids import new_request_id
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import StreamingResponse
 
 from cic_gateway.adapters.replica_view import ReplicaView
 from cic_gateway.adapters.store import ApiKey
-from cic_gateway.adapters.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnavailable
+from cic_gateway.adapters.upstream import UpstreamTimeout, UpstreamUnavailable
 from cic_gateway.domain.errors import ApiError
+from cic_gateway.domain.metering import with_usage_requested
 from cic_gateway.domain.retry_budget import RetryBudget
 from cic_gateway.domain.routing import choose_replica
 from cic_gateway.entrypoints.auth import require_key
+from cic_gateway.entrypoints.relay import Metering, relay
 from cic_gateway.settings import GatewaySettings
 
 __all__ = ["router"]
@@ -98,6 +99,9 @@ async def _proxy(request: Request, key: ApiKey, path: str) -> Response:
         if await state.deployments.serves(model):
             raise ApiError(503, f"no replica of {model!r} is ready", retry_after=5)
         raise ApiError(404, f"the model {model!r} does not exist", code="model_not_found")
+    upstream_body = with_usage_requested(parsed)
+    metering = Metering(new_request_id(), key.id, model, state.usage_meter,
+                        strip_usage=upstream_body is not None)  # fmt: skip
     budget: RetryBudget = state.retry_budget
     budget.requested(time.monotonic())
     tried: set[str] = set()
@@ -111,14 +115,14 @@ async def _proxy(request: Request, key: ApiKey, path: str) -> Response:
         tried.add(replica.node_id)
         view.in_flight[replica.node_id] += 1
         try:
-            upstream = await state.upstream.post(replica.endpoint + path, body)
+            upstream = await state.upstream.post(replica.endpoint + path, upstream_body or body)
         except UpstreamUnavailable as exc:
             view.in_flight[replica.node_id] -= 1
             view.eject(replica.node_id)
             last = exc
             log.warning("replica failed; trying another", extra={"node": replica.node_id})
             continue
-        return await _respond(upstream, replica.node_id, view)
+        return await relay(upstream, replica.node_id, view, metering)
     if isinstance(last, UpstreamTimeout):
         raise ApiError(504, f"no replica of {model!r} answered in time: {last}")
     reason = str(last) if last else "no routable replica"
@@ -137,30 +141,3 @@ def _check_limits(parsed: dict[str, Any], settings: GatewaySettings) -> None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
             raise ApiError(400, f"'{field}' must be an integer from 1 to {limit}", param=field)
-
-
-async def _respond(upstream: UpstreamResponse, node_id: str, view: ReplicaView) -> Response:
-    headers = {"x-cic-replica": node_id}
-    if upstream.content_type.startswith("text/event-stream"):
-        return StreamingResponse(
-            _counted(upstream.chunks(), node_id, view),
-            status_code=upstream.status,
-            media_type="text/event-stream",
-            headers={**headers, "cache-control": "no-cache"},
-        )
-    try:
-        content = await upstream.read()
-    finally:
-        view.in_flight[node_id] -= 1
-    return Response(content, upstream.status, headers, media_type=upstream.content_type)
-
-
-async def _counted(
-    chunks: AsyncIterator[bytes], node_id: str, view: ReplicaView
-) -> AsyncIterator[bytes]:
-    """The stream, counted in flight on its replica until it ends (or the client goes)."""
-    try:
-        async for chunk in chunks:
-            yield chunk
-    finally:
-        view.in_flight[node_id] -= 1
