@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cic_common.bus import Bus
+from cic_common.bus import Bus, Consumer
 from cic_common.events import Envelope, TerminateRequested, decode
 from cic_common.streams import STREAMS
 from cic_local.infra import PrivateNats
@@ -44,48 +44,50 @@ async def bare(bus: Bus, count: int, batch: int) -> float:
     return count / elapsed
 
 
-async def cic(bus: Bus, count: int, concurrency: int) -> float:
-    done = asyncio.Event()
-    seen = 0
+class Tally:
+    """Counts handled events; ``done`` once ``count`` were."""
 
-    async def handler(event: TerminateRequested, envelope: Envelope) -> None:
-        nonlocal seen
-        seen += 1
-        if seen == count:
-            done.set()
+    def __init__(self, count: int) -> None:
+        self.count, self.seen, self.done = count, 0, asyncio.Event()
 
-    consumer = bus.consumer(TerminateRequested, f"cic{concurrency}", handler,
-                            concurrency=concurrency)  # fmt: skip
+    def add(self, n: int) -> None:
+        self.seen += n
+        if self.seen >= self.count:
+            self.done.set()
+
+
+async def rate(consumer: Consumer[TerminateRequested], tally: Tally) -> float:
+    """Events per second ``consumer`` handles until ``tally`` is done."""
     started = time.perf_counter()
     task = asyncio.create_task(consumer.run())
-    await done.wait()
+    await tally.done.wait()
     elapsed = time.perf_counter() - started
     consumer.stop()
     await task
-    return count / elapsed
+    return tally.count / elapsed
+
+
+async def cic(bus: Bus, count: int, concurrency: int) -> float:
+    tally = Tally(count)
+
+    async def handler(event: TerminateRequested, envelope: Envelope) -> None:
+        tally.add(1)
+
+    return await rate(bus.consumer(TerminateRequested, f"cic{concurrency}", handler,
+                                   concurrency=concurrency), tally)  # fmt: skip
 
 
 async def cic_batches(bus: Bus, count: int, superseded: bool) -> float:
     """The batch consumer heartbeats use (``superseded``: no acks)."""
-    done = asyncio.Event()
-    seen = 0
+    tally = Tally(count)
 
     async def handler(events: list[tuple[TerminateRequested, Envelope]]) -> None:
-        nonlocal seen
-        seen += len(events)
-        if seen >= count:
-            done.set()
+        tally.add(len(events))
 
     name = f"cicbatch{int(superseded)}"
     consumer = bus.batch_consumer(TerminateRequested, name, handler, batch=256,
                                   superseded=superseded)  # fmt: skip
-    started = time.perf_counter()
-    task = asyncio.create_task(consumer.run())
-    await done.wait()
-    elapsed = time.perf_counter() - started
-    consumer.stop()
-    await task
-    return count / elapsed
+    return await rate(consumer, tally)
 
 
 async def main(count: int) -> None:

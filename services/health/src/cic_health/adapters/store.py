@@ -59,10 +59,6 @@ class HealthStore(NodeRepository):
         super().__init__(pool)
         self._pool = pool
 
-    async def watched(self) -> list[WatchedNode]:
-        nodes, _ = await self.changed_since(None)
-        return nodes
-
     async def changed_since(self, since: datetime | None) -> tuple[list[WatchedNode], datetime]:
         """Every watched node (``since`` None), or every node whatever its status whose
         row changed after ``since``; and the database's clock at the read."""

@@ -146,7 +146,7 @@ class HealthMonitor:
             record, poll = beats.get(node.id), polls.get(node.id)
             status, verdict = await self._judge(node, record, poll, now)
             if node.endpoint is not None and status in _ROUTED:
-                routable.append(_Routable(node, status, record, poll, verdict))
+                routable.append(_Routable(node, status, poll, verdict))
         await self._publish(routable, mine)
         await self._forget(set(ids), held, mine)
 
@@ -235,7 +235,6 @@ _ALL = frozenset({0})
 class _Routable:
     node: WatchedNode
     status: NodeStatus
-    beat: HeartbeatRecord | None
     poll: PollRecord | None
     verdict: Verdict | None
 
