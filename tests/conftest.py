@@ -27,6 +27,7 @@ from cic_local.infra import (
     stop_infra,
 )
 from cic_local.platform import Platform, stop_nodes
+from redis.asyncio import Redis
 from support import eventually
 
 TEST_REDIS_DB = 13
@@ -94,6 +95,15 @@ async def bus(servers: Servers) -> AsyncIterator[Bus]:
             await bus.js.delete_consumer(spec.name, info.name)
     yield bus
     await bus.close()
+
+
+@pytest.fixture
+async def redis(servers: Servers) -> AsyncIterator[Redis]:
+    """A client of the test Redis database, emptied of what earlier tests left."""
+    client = Redis.from_url(servers.redis_url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
 
 
 @dataclass(frozen=True)

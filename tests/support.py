@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -11,6 +12,8 @@ import uvicorn
 from cic_common.bus import Bus
 from cic_common.events import Envelope, Event, decode, encode
 from cic_common.processes import free_port
+from cic_node_agent.adapters.engine import EngineProcess
+from cic_node_agent.domain.engines import EngineLaunch, engine_command
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 T = TypeVar("T")
@@ -84,3 +87,19 @@ async def serving(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.asynccontextmanager
+async def sim_engine(
+    model: str, *, max_model_len: int = 2048, token_delay: float = 0.0
+) -> AsyncIterator[EngineProcess]:
+    """A simulator engine serving ``model`` in its own process, ready, until the end."""
+    port = free_port()
+    launch = EngineLaunch("sim", model, "127.0.0.1", port, max_model_len, token_delay=token_delay)
+    process = EngineProcess(engine_command(sys.executable, launch), f"http://127.0.0.1:{port}")
+    await process.start()
+    try:
+        await process.wait_ready(60)
+        yield process
+    finally:
+        await process.close()

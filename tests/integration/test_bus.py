@@ -135,6 +135,32 @@ async def test_a_batch_consumer_hands_over_each_fetch_at_once_and_dead_letters_p
     assert info.num_pending + info.num_ack_pending == 0
 
 
+async def test_an_event_its_handler_cannot_take_does_not_take_its_batch_with_it(
+    bus: Bus,
+) -> None:
+    stored: list[str] = []
+
+    async def store(events: list[tuple[TerminateRequested, Envelope]]) -> None:
+        if any(event.node_id == "nbatchfk" for event, _ in events):
+            raise ValueError("violates a foreign key")  # as one row would fail an INSERT
+        stored.extend(event.node_id for event, _ in events)
+
+    consumer = bus.batch_consumer(TerminateRequested, "test-batch-alone", store, batch=64,
+                                  linger=0.05, max_deliver=2)  # fmt: skip
+    for i in range(10):
+        await bus.publish(TerminateRequested(node_id=f"nbatchok{i}"))
+    await bus.publish(TerminateRequested(node_id="nbatchfk"))
+    task = asyncio.create_task(consumer.run())
+    try:
+        letters = await eventually(lambda: dead_letters(bus, "cic.terminate-requested.nbatchfk"))
+    finally:
+        consumer.stop()
+        await task
+    assert sorted(stored) == sorted(f"nbatchok{i}" for i in range(10))  # each once
+    assert len(letters) == 1
+    assert consumer.dead_lettered == 1
+
+
 async def test_a_failed_superseded_event_is_dropped_not_redelivered(bus: Bus) -> None:
     calls: list[str] = []
 

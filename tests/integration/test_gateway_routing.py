@@ -4,7 +4,6 @@ to a replica that just failed, and serves embeddings too."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -16,13 +15,11 @@ from cic_common.replicas import Replica, ReplicaTable
 from cic_gateway.bootstrap import create_app
 from cic_gateway.domain.keys import generate_key
 from cic_gateway.settings import GatewaySettings
-from cic_node_agent.adapters.engine import EngineProcess
-from cic_node_agent.domain.engines import EngineLaunch, engine_command
 from conftest import Servers
 from fastapi import FastAPI
 from openai.types.chat import ChatCompletionMessageParam
 from redis.asyncio import Redis
-from support import eventually
+from support import eventually, sim_engine
 
 MODEL = "route-model"
 
@@ -53,15 +50,8 @@ class Routed:
 
 @pytest.fixture(scope="module")
 async def engine() -> AsyncIterator[str]:
-    port = free_port()
-    launch = EngineLaunch("sim", MODEL, "127.0.0.1", port, 2048)
-    process = EngineProcess(engine_command(sys.executable, launch), f"http://127.0.0.1:{port}")
-    await process.start()
-    try:
-        await process.wait_ready(60)
+    async with sim_engine(MODEL) as process:
         yield process.base_url
-    finally:
-        await process.close()
 
 
 @pytest.fixture

@@ -3,22 +3,9 @@ figures merged in place, and shards spread over the live health instances."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from cic_common.leases import ShardLeases, shard_of
 from cic_common.replicas import Replica, ReplicaTable
-from cic_gateway.adapters.limits import RateLimiter
-from conftest import Servers
 from redis.asyncio import Redis
-
-
-@pytest.fixture
-async def redis(servers: Servers) -> AsyncIterator[Redis]:
-    client = Redis.from_url(servers.redis_url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
 
 
 def replica(node_id: str, model: str = "m1", **fields: object) -> Replica:
@@ -91,11 +78,3 @@ async def test_shards_are_spread_fairly_and_handed_over(redis: Redis) -> None:
 def test_a_key_always_falls_in_the_same_shard() -> None:
     assert shard_of("n-abc", 16) == shard_of("n-abc", 16)
     assert {shard_of(f"n{i}", 16) for i in range(200)} == set(range(16))
-
-
-async def test_three_gateways_together_admit_a_keys_limit_and_no_more(redis: Redis) -> None:
-    gateways = [RateLimiter(redis) for _ in range(3)]
-    waits = [await gateways[i % 3].admit("klimited", 30) for i in range(90)]
-    assert sum(1 for w in waits if w == 0) == 30
-    assert all(w >= 1 for w in waits[30:])  # each refusal says how long to wait
-    assert await gateways[0].admit("kother", 30) == 0  # limits are per key

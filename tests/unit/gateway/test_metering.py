@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from cic_gateway.domain.metering import StreamMeter, Usage, usage_of, with_usage_requested
 
@@ -55,4 +53,4 @@ def test_usage_is_asked_for_streams_only_when_the_client_did_not() -> None:
     assert with_usage_requested(asked) is None
     rewritten = with_usage_requested({"model": "m", "stream": True})
     assert rewritten is not None
-    assert json.loads(rewritten)["stream_options"] == {"include_usage": True}
+    assert rewritten["stream_options"] == {"include_usage": True}

@@ -1,12 +1,8 @@
-"""The retry budget and the gateway's own count of requests in flight: pure policies."""
+"""The retry budget: a pure policy."""
 
 from __future__ import annotations
 
-import random
-
-from cic_common.replicas import Replica
 from cic_gateway.domain.retry_budget import RetryBudget
-from cic_gateway.domain.routing import choose_replica
 
 
 def test_retries_are_a_share_of_requests_over_the_window_plus_a_floor() -> None:
@@ -22,15 +18,3 @@ def test_the_budget_refills_as_old_requests_leave_the_window() -> None:
     assert budget.may_retry(now=0.0)
     assert not budget.may_retry(now=5.0)  # one retry per 10 s
     assert budget.may_retry(now=10.0)  # the first one left the window
-
-
-def test_requests_in_flight_from_this_gateway_count_as_load() -> None:
-    table = [
-        Replica(node_id=n, deployment_id="d", model="m", endpoint=f"http://{n}") for n in ("a", "b")
-    ]
-    rng = random.Random(3)
-    picks = {
-        choose_replica(table, (), rng, in_flight={"a": 4}).node_id  # type: ignore[union-attr]
-        for _ in range(20)
-    }
-    assert picks == {"b"}

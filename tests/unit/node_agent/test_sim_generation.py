@@ -13,7 +13,7 @@ import httpx2
 import openai
 import pytest
 from cic_node_agent.engines.sim.app import SimConfig, create_app
-from cic_node_agent.engines.sim.text import VOCABULARY, apply_stop, generate
+from cic_node_agent.engines.sim.text import VOCABULARY, apply_stop, generate, key_for
 
 MODEL = "sim-model"
 PROMPT = "tell me about spot nodes"
@@ -208,10 +208,39 @@ def test_apply_stop_keeps_the_text_before_the_first_completed_stop_string(
 
 @pytest.mark.parametrize("count", [0, 1, 2, 30])
 def test_generate_gives_count_vocabulary_words_the_same_each_time(count: int) -> None:
-    tokens = generate("key", count, index=2)
-    assert tokens == generate("key", count, index=2)
+    tokens = generate(key_for(0, 1), PROMPT, count, index=2)
+    assert tokens == generate(key_for(0, 1), PROMPT, count, index=2)
     assert len(tokens) == count
     assert all(token.endswith(" ") and token[:-1] in VOCABULARY for token in tokens)
+
+
+@pytest.mark.parametrize("cut", [0, 1, 7, 29])
+def test_an_answer_resumed_from_its_text_goes_on_as_the_whole_one(cut: int) -> None:
+    whole = generate(key_for(0, None), PROMPT, 30)
+    resumed = generate(key_for(0, None), PROMPT + "".join(whole[:cut]), 30 - cut)
+    assert whole[:cut] + resumed == whole
+    assert len(set(whole)) > 5  # words, not one repeated
+
+
+async def test_a_chat_continuing_its_last_message_goes_on_with_it(
+    http: httpx.AsyncClient,
+) -> None:
+    asked = [{"role": "user", "content": PROMPT}]
+    whole = await http.post("/v1/chat/completions",
+                            json={"model": MODEL, "messages": asked, "max_tokens": 9})  # fmt: skip
+    text = whole.json()["choices"][0]["message"]["content"]
+    begun = " ".join(text.split(" ")[:4]) + " "
+    rest = await http.post("/v1/chat/completions", json={
+        "model": MODEL, "max_tokens": 5, "continue_final_message": True,
+        "add_generation_prompt": False,
+        "messages": [*asked, {"role": "assistant", "content": begun}],
+    })  # fmt: skip
+    assert begun + rest.json()["choices"][0]["message"]["content"] == text
+    both = await http.post("/v1/chat/completions",
+                           json={"model": MODEL, "messages": asked,
+                                 "continue_final_message": True})  # fmt: skip
+    assert both.status_code == 400
+    assert "add_generation_prompt" in both.json()["error"]["message"]
 
 
 def choice_texts(response: httpx.Response) -> list[str]:

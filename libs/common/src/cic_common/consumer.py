@@ -191,11 +191,26 @@ class Consumer(Generic[E]):
         try:
             await handler([item for _, item in admitted])
         except Exception as exc:
-            for msg, _ in admitted:
-                await self._failed(msg, exc)
+            if len(admitted) == 1 or self._delivery.superseded:
+                for msg, _ in admitted:  # superseded: the next batch says it all again
+                    await self._failed(msg, exc)
+                return
+            # one bad event must not take its batch with it: each alone, then
+            for msg, item in admitted:
+                await self._handle_batch_of_one(handler, msg, item)
             return
         for msg, _ in admitted:
             await self._settle(msg)
+
+    async def _handle_batch_of_one(
+        self, handler: BatchHandler[E], msg: Msg, item: tuple[E, Envelope]
+    ) -> None:
+        try:
+            await handler([item])
+        except Exception as exc:
+            await self._failed(msg, exc)
+            return
+        await self._settle(msg)
 
     async def _check_sender(self, msg: Msg, event: E) -> None:
         if self._authenticate is not None:

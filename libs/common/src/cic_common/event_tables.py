@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic.fields import FieldInfo
 
-from cic_common.events import EVENT_TYPES, GpuFacts, NodeSpec
+from cic_common.events import EVENT_TYPES, GpuFacts, NodeSpec, RequestUsage
 
 __all__ = ["END", "START", "render_tables", "rewrite"]
 
@@ -54,7 +54,9 @@ def render_tables() -> str:
             for name, field in model.model_fields.items()
         ]
         sections.append("\n".join(rows))
-    for part, where in ((NodeSpec, "`launch-requested.spec`"), (GpuFacts, "`heartbeat.gpus`")):
+    parts = ((NodeSpec, "`launch-requested.spec`"), (GpuFacts, "`heartbeat.gpus`"),
+             (RequestUsage, "`usage-recorded.requests`"))  # fmt: skip
+    for part, where in parts:
         doc = (part.__doc__ or "").strip().splitlines()[0].replace("``", "`")
         rows = [f"### `{part.__name__}` (in {where})", "", doc, "", "| Field | Type | Notes |",
                 "|---|---|---|"]  # fmt: skip

@@ -14,7 +14,8 @@ __all__ = [
     "EVENT_TYPES", "MAX_EVENT_BYTES", "DeploymentChanged", "Envelope", "Event", "GpuFacts",
     "Heartbeat", "LaunchFailed", "LaunchRequested", "NodeDraining", "NodeLaunched",
     "NodeLaunching", "NodeLost", "NodeReady", "NodeSpec", "NodeTerminated", "PoisonEvent",
-    "TerminateRequested", "TerminationWarning", "UsageRecorded", "decode", "encode",
+    "RequestUsage", "TerminateRequested", "TerminationWarning", "UsageRecorded", "decode",
+    "encode",
 ]  # fmt: skip
 
 MAX_EVENT_BYTES = 256 * 1024
@@ -212,11 +213,10 @@ class DeploymentChanged(Event):
     deleted: bool = False
 
 
-class UsageRecorded(Event):
-    """What an answered request used (one per request, whatever the retries behind it)."""
+class RequestUsage(BaseModel):
+    """What one answered request used (once, whatever the retries behind it)."""
 
-    TYPE: ClassVar[str] = "usage-recorded"
-    KEY: ClassVar[str] = "key_id"
+    model_config = ConfigDict(extra="ignore", frozen=True)
     request_id: str = Field(min_length=1, max_length=64)
     key_id: str
     model: str
@@ -224,6 +224,21 @@ class UsageRecorded(Event):
     prompt_tokens: int = Field(ge=0)
     completion_tokens: int = Field(ge=0)
     streamed: bool = False
+
+
+class UsageRecorded(Event):
+    """What a gateway's answered requests used, a batch gathered for up to 100 ms.
+
+    One event per batch, not per request; a request is stored once, by its id, however
+    often its batch is delivered.
+    """
+
+    TYPE: ClassVar[str] = "usage-recorded"
+    VERSION: ClassVar[int] = 2
+    KEY: ClassVar[str] = "gateway"
+    gateway: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$",
+                         description="the instance that answered them")  # fmt: skip
+    requests: list[RequestUsage] = Field(min_length=1, max_length=500, description="1 to 500")
 
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.TYPE: cls for cls in Event.__subclasses__()}

@@ -11,6 +11,8 @@ import zlib
 
 from redis.asyncio import Redis
 
+from cic_common.scripts import Script
+
 __all__ = ["RedisLease", "ShardLeases", "shard_of"]
 
 _RENEW = """
@@ -97,8 +99,8 @@ class ShardLeases:
         self._prefix = f"cic:shards:{name}:"
         self._token = secrets.token_hex(8)
         self._ttl_ms = int(ttl_seconds * 1000)
-        self._claim = redis.register_script(_CLAIM)
-        self._leave = redis.register_script(_LEAVE)
+        self._claim = Script(redis, _CLAIM)
+        self._leave = Script(redis, _LEAVE)
 
     async def claim(self) -> frozenset[int]:
         """The shards this instance holds until the next claim (or the TTL)."""

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
+from cic_common.scripts import Script
+
 __all__ = ["CHANGED_CHANNEL", "Replica", "ReplicaTable"]
 
 CHANGED_CHANNEL = "cic:replicas:changed"
@@ -102,8 +104,8 @@ class ReplicaTable:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._apply = redis.register_script(_APPLY)
-        self._merge = redis.register_script(_MERGE)
+        self._apply = Script(redis, _APPLY)
+        self._merge = Script(redis, _MERGE)
 
     async def replace(self, table: dict[str, list[Replica]]) -> int:
         """Make the table exactly ``table`` (model -> replicas); returns the new version."""

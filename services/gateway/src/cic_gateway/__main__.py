@@ -1,21 +1,32 @@
-"""``cic-gateway``: serve the OpenAI-compatible and admin APIs."""
+"""``cic-gateway``: serve the OpenAI-compatible and admin APIs, in ``CIC_WORKERS``
+processes sharing one listening socket (each its own instance: its own view of the
+replica table and its own in-flight counts; limits and metering are shared anyway)."""
 
 from __future__ import annotations
 
 import uvicorn
 from cic_common.logs import setup_logging
 from cic_common.telemetry import setup_tracing
+from fastapi import FastAPI
 
 from cic_gateway.bootstrap import create_app
 from cic_gateway.settings import GatewaySettings
 
 
-def main() -> None:
+def app_from_env() -> FastAPI:
+    """One worker's app, from the environment (each worker process builds its own)."""
     settings = GatewaySettings()
     setup_logging("gateway", settings.instance_id, settings.log_level, settings.log_format)
     setup_tracing("gateway", settings.otel_exporter)
+    return create_app(settings)
+
+
+def main() -> None:
+    settings = GatewaySettings()
     uvicorn.run(
-        create_app(settings),
+        "cic_gateway.__main__:app_from_env",
+        factory=True,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
         log_config=None,

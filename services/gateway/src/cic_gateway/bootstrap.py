@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from cic_common.bus import Bus
 from cic_common.db import create_pool, migrate
@@ -16,16 +16,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from cic_gateway.adapters.limits import RateLimiter
 from cic_gateway.adapters.replica_view import ReplicaView
 from cic_gateway.adapters.store import DeploymentStore, KeyStore
 from cic_gateway.adapters.upstream import UpstreamClient
 from cic_gateway.adapters.usage import UsageMeter, UsageStore
-from cic_gateway.domain.errors import ApiError, error_body
+from cic_gateway.domain.errors import ApiError, ErrorBody, error_body
 from cic_gateway.domain.keys import parse_key
 from cic_gateway.domain.retry_budget import RetryBudget
+from cic_gateway.domain.routing import policy_named
 from cic_gateway.entrypoints import admin, openai_api
+from cic_gateway.entrypoints.fast_path import GatewayApp, error_response
 from cic_gateway.settings import GatewaySettings
 
 __all__ = ["create_app"]
@@ -43,8 +46,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         await migrate(pool)
         redis = Redis.from_url(settings.redis_url)
         bus = await Bus.connect(settings.nats_url, producer=f"gateway/{settings.instance_id}")
-        upstream = UpstreamClient(settings.upstream_connect_timeout, settings.upstream_timeout)
-        await upstream.start()
+        upstream = UpstreamClient(
+            settings.upstream_connect_timeout, settings.upstream_timeout,
+            probe_after=settings.probe_after, probe_timeout=settings.probe_timeout,
+        )  # fmt: skip
         app.state.settings = settings
         app.state.deployments = DeploymentStore(pool)
         app.state.keys = KeyStore(pool, settings.key_cache_seconds)
@@ -52,17 +57,20 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             redis, refresh=settings.table_refresh, eject_for=settings.eject_for
         )
         await app.state.replicas.start()
+        await upstream.start(on_stalled=app.state.replicas.eject)
+        app.state.policy = policy_named(settings.routing_policy)
         app.state.retry_budget = RetryBudget(settings.retry_ratio)
         app.state.limiter = RateLimiter(redis)
         app.state.usage = UsageStore(pool)
-        app.state.usage_meter = UsageMeter(bus)
-        usage_consumer = bus.consumer(UsageRecorded, "gateway-usage",
-                                      app.state.usage.on_usage_recorded, concurrency=8,
-                                      max_deliver=settings.max_deliver)  # fmt: skip
+        app.state.usage_meter = UsageMeter(bus, settings.instance_id)
+        app.state.usage_meter.start()
+        usage_consumer = bus.batch_consumer(
+            UsageRecorded, "gateway-usage", app.state.usage.on_usage_recorded, batch=16,
+            max_deliver=settings.max_deliver, linger=0.1,
+        )  # fmt: skip
         consuming = asyncio.create_task(usage_consumer.run())
         app.state.bus = bus
         app.state.upstream = upstream
-        app.state.rng = random.Random()
         if settings.admin_key:
             parsed = parse_key(settings.admin_key)
             if parsed is None:
@@ -73,6 +81,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             yield
         finally:
             await app.state.usage_meter.drain()
+            await app.state.limiter.drain()
             usage_consumer.stop()
             await consuming
             await app.state.replicas.close()
@@ -81,7 +90,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             await redis.aclose()
             await pool.close()
 
-    app = FastAPI(
+    traced = settings.otel_exporter != "none"
+    app = GatewayApp(
+        telemetry={"tracing": traced, "metrics": False, "logs": False},
         title="CIC gateway",
         description="OpenAI-compatible API and admin API of CrossLogic Inference Cloud",
         version="0.1.0",
@@ -90,6 +101,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(openai_api.router)
     app.include_router(admin.router)
     _install_error_handlers(app)
+    _document_errors(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -101,9 +113,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        body = error_body(exc.status, exc.message, exc.code, exc.param)
-        return JSONResponse(body, exc.status, headers=headers)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -114,5 +124,47 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(400, "; ".join(problems)), 400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body(exc.status_code, str(exc.detail)), exc.status_code)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not just one route's
+            headers["Allow"] = ", ".join(_allowed_methods(app, request))
+        body = error_body(exc.status_code, str(exc.detail))
+        return JSONResponse(body, exc.status_code, headers=headers)
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Tell the OpenAPI document what the handlers above do: invalid requests are answered
+    400 (not FastAPI's 422), and every status a route does not list is an error in
+    OpenAI's shape too."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        error = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(error.pop("$defs", {}))
+        schemas.setdefault(ErrorBody.__name__, error)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        content = {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{ErrorBody.__name__}"}}
+        }
+        for operation in (op for path in document["paths"].values() for op in path.values()):
+            responses = operation["responses"]
+            responses.pop("422", None)
+            if operation.get("parameters") or operation.get("requestBody"):
+                responses.setdefault("400", {"description": "invalid request", "content": content})
+            responses.setdefault("default", {"description": "an error", "content": content})
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -25,8 +25,10 @@ _DEPLOYMENT_COLUMNS = (
 class DeploymentStore:
     """The gateway is the only writer of deployments (desired state)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, cache_seconds: float = 1.0) -> None:
         self._pool = pool
+        self._ttl = cache_seconds
+        self._served: dict[str, tuple[float, bool]] = {}
 
     async def create(self, spec: DeploymentCreate) -> dict[str, Any]:
         """Insert; raises ``asyncpg.UniqueViolationError`` if a live one has the name."""
@@ -67,12 +69,21 @@ class DeploymentStore:
     async def serves(self, model: str) -> bool:
         """True when a live deployment of ``model`` wants replicas (so a request that
         finds none ready should come back later rather than give up)."""
-        found = await self._pool.fetchval(
+        if "\x00" in model:  # no text PostgreSQL holds has one, and it refuses to compare
+            return False
+        now = time.monotonic()
+        hit = self._served.get(model)
+        if hit is not None and hit[0] > now:
+            return hit[1]  # kept a second: a flood of unservable requests is not a DB load
+        found = bool(await self._pool.fetchval(
             "SELECT true FROM deployments WHERE model = $1 AND deleted_at IS NULL"
             " AND replicas > 0 LIMIT 1",
             model,
-        )
-        return bool(found)
+        ))  # fmt: skip
+        if len(self._served) > 10_000:
+            self._served.clear()
+        self._served[model] = (now + self._ttl, found)
+        return found
 
     async def get(self, dep_id: str) -> dict[str, Any] | None:
         row = await self._pool.fetchrow(
@@ -164,6 +175,8 @@ class ApiKey:
     allowed_models: tuple[str, ...] | None
     rpm_limit: int | None = None
     """Requests per minute across every gateway instance; None: no limit."""
+    tpm_limit: int | None = None
+    """Tokens (prompt and completion) per minute, likewise."""
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models
@@ -184,14 +197,15 @@ class KeyStore:
         allowed_models: list[str] | None,
         key_id: str | None = None,
         rpm_limit: int | None = None,
+        tpm_limit: int | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """A new key; returns the full key (shown once) and its public record."""
         full, parsed = generate_key()
         row = await self._pool.fetchrow(
             "INSERT INTO api_keys (id, prefix, secret_sha256, name, scope, allowed_models,"
-            " rpm_limit) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-            " RETURNING id, prefix, name, scope, allowed_models, rpm_limit, created_at,"
-            " revoked_at",
+            " rpm_limit, tpm_limit) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " RETURNING id, prefix, name, scope, allowed_models, rpm_limit, tpm_limit,"
+            " created_at, revoked_at",
             key_id or f"k{parsed.prefix}",
             parsed.prefix,
             hash_secret(parsed.secret),
@@ -199,6 +213,7 @@ class KeyStore:
             scope,
             allowed_models,
             rpm_limit,
+            tpm_limit,
         )
         return full, dict(row)
 
@@ -216,8 +231,8 @@ class KeyStore:
 
     async def list_all(self) -> list[dict[str, Any]]:
         rows = await self._pool.fetch(
-            "SELECT id, prefix, name, scope, allowed_models, rpm_limit, created_at, revoked_at"
-            " FROM api_keys ORDER BY created_at"
+            "SELECT id, prefix, name, scope, allowed_models, rpm_limit, tpm_limit, created_at,"
+            " revoked_at FROM api_keys ORDER BY created_at"
         )
         return [dict(r) for r in rows]
 
@@ -234,8 +249,8 @@ class KeyStore:
         hit = self._cache.get(parsed.prefix)
         if hit is None or hit[0] < now:
             row = await self._pool.fetchrow(
-                "SELECT id, name, scope, allowed_models, rpm_limit, secret_sha256 FROM api_keys"
-                " WHERE prefix = $1 AND revoked_at IS NULL",
+                "SELECT id, name, scope, allowed_models, rpm_limit, tpm_limit, secret_sha256"
+                " FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
                 parsed.prefix,
             )
             key = None
@@ -248,6 +263,7 @@ class KeyStore:
                     row["scope"],
                     tuple(models) if models is not None else None,
                     row["rpm_limit"],
+                    row["tpm_limit"],
                 )
                 digest = bytes(row["secret_sha256"])
             hit = (now + self._ttl, digest, key)

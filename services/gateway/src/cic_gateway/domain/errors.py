@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TYPES", "ApiError", "error_body"]
+from pydantic import BaseModel, Field
+
+__all__ = ["ERROR_RESPONSES", "TYPES", "ApiError", "ErrorBody", "error_body"]
 
 TYPES = {
     400: "invalid_request_error",
@@ -19,6 +21,46 @@ TYPES = {
     503: "service_unavailable",
     504: "timeout_error",
 }
+
+
+class ErrorDetail(BaseModel):
+    message: str = Field(description="what went wrong, for a person")
+    type: str = Field(description="the kind of error, as OpenAI names it")
+    param: str | None = Field(description="the request field at fault, if one is")
+    code: str | None = Field(description="a stable code to branch on, if there is one")
+
+
+class ErrorBody(BaseModel):
+    """Every error the gateway answers: OpenAI's shape, so its clients raise the right
+    exception (``{"error": {"message", "type", "param", "code"}}``)."""
+
+    error: ErrorDetail
+
+
+def _described(description: str, *, retry_after: bool = False) -> dict[str, Any]:
+    entry: dict[str, Any] = {"model": ErrorBody, "description": description}
+    if retry_after:
+        entry["headers"] = {
+            "Retry-After": {
+                "description": "seconds to wait before trying again",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        }
+    return entry
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _described("malformed or invalid request"),
+    401: _described("no API key, or one that is not live"),
+    403: _described("the key may not do this"),
+    404: _described("no such resource or model"),
+    409: _described("conflicts with what exists"),
+    413: _described("request body too large"),
+    429: _described("the key's rate limit is reached", retry_after=True),
+    503: _described("nothing can serve it now", retry_after=True),
+}
+"""OpenAPI ``responses`` entries per status, for routes to pick from."""
 
 
 class ApiError(Exception):

@@ -13,7 +13,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["StreamMeter", "Usage", "usage_of", "with_usage_requested"]
+__all__ = ["DONE", "StreamMeter", "Usage", "reserved_tokens", "usage_of", "with_usage_requested"]
+
+DONE = b"data: [DONE]\n\n"
+"""A stream's last event."""
 
 _NULL_USAGE = (b',"usage":null', b', "usage": null', b'"usage":null,', b'"usage": null, ')
 
@@ -33,8 +36,8 @@ def usage_of(body: bytes) -> Usage | None:
     return _usage(parsed.get("usage")) if isinstance(parsed, dict) else None
 
 
-def with_usage_requested(request: dict[str, Any]) -> bytes | None:
-    """For a streamed request whose client did not ask for its usage: the body to send
+def with_usage_requested(request: dict[str, Any]) -> dict[str, Any] | None:
+    """For a streamed request whose client did not ask for its usage: the request to send
     upstream instead, asking for it. None: send the client's as it is."""
     if request.get("stream") is not True:
         return None
@@ -42,7 +45,17 @@ def with_usage_requested(request: dict[str, Any]) -> bytes | None:
     if isinstance(options, dict) and options.get("include_usage") is True:
         return None
     asked = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-    return json.dumps({**request, "stream_options": asked}).encode()
+    return {**request, "stream_options": asked}
+
+
+def reserved_tokens(request: dict[str, Any], size: int, unbounded: int) -> int:
+    """The tokens to reserve for ``request`` (of ``size`` bytes) against a token limit
+    until its usage is known: its prompt at one token for every four bytes of the body,
+    and all it may generate (``unbounded`` for each choice when it sets no limit)."""
+    limit = request.get("max_completion_tokens") or request.get("max_tokens")
+    per_choice = limit if isinstance(limit, int) and limit > 0 else unbounded
+    choices = request.get("n")
+    return size // 4 + per_choice * (choices if isinstance(choices, int) and choices > 0 else 1)
 
 
 class StreamMeter:
@@ -53,6 +66,8 @@ class StreamMeter:
         self._strip = strip
         self._pending = b""
         self.usage: Usage | None = None
+        self.done = False
+        """The stream's last event has come."""
 
     def feed(self, data: bytes) -> bytes:
         """The complete events of what has arrived so far, to pass on."""
@@ -61,6 +76,7 @@ class StreamMeter:
         if cut < 0:
             return b""
         events, self._pending = self._pending[: cut + 2], self._pending[cut + 2 :]
+        self.done = events.endswith(DONE)
         return b"".join(self._event(e + b"\n\n") for e in events.split(b"\n\n")[:-1])
 
     def flush(self) -> bytes:

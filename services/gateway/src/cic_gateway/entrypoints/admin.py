@@ -4,24 +4,67 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
 from cic_common.events import DeploymentChanged
 from cic_common.streams import PRICES_SUBJECT
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from pydantic import AfterValidator, BeforeValidator
 
 from cic_gateway.domain.deployments import DeploymentCreate, DeploymentPatch, KeyCreate
-from cic_gateway.domain.errors import ApiError
+from cic_gateway.domain.errors import ERROR_RESPONSES, ApiError
 from cic_gateway.entrypoints.auth import require_admin
 
 __all__ = ["router"]
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)], tags=["admin"])
+router = APIRouter(
+    prefix="/admin",
+    dependencies=[Depends(require_admin)],
+    tags=["admin"],
+    responses={status: ERROR_RESPONSES[status] for status in (401, 403)},
+)
+
+
+_ID = r"^[A-Za-z0-9_.:-]{1,128}$"
+PathId = Annotated[str, Path(pattern=_ID, description="an id, as listed")]
+QueryId = Annotated[str | None, Query(pattern=_ID)]
+
+
+def _iso_only(value: object) -> object:
+    """``since=2024`` would otherwise be read as 2024 seconds after 1970."""
+    if isinstance(value, str) and not re.match(r"^\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("an ISO 8601 time is expected, such as 2025-01-31T00:00:00Z")
+    return value
+
+
+def _in_utc(value: datetime) -> datetime:
+    """UTC (a time without a zone is taken as UTC); one beyond what UTC can hold, at its end."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return (datetime.min if value.year == datetime.min.year else datetime.max).replace(
+            tzinfo=UTC
+        )
+
+
+Since = Annotated[
+    datetime | None,
+    BeforeValidator(_iso_only),
+    AfterValidator(lambda v: None if v is None else _in_utc(v)),
+    Query(description="only usage from this ISO 8601 time on (UTC when it names no zone)"),
+]
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: ERROR_RESPONSES[status] for status in statuses}
 
 
 async def _announce(request: Request, deployment: dict[str, Any]) -> None:
@@ -39,7 +82,7 @@ async def _announce(request: Request, deployment: dict[str, Any]) -> None:
         log.warning("deployment-changed not published", exc_info=True)
 
 
-@router.post("/deployments", status_code=201)
+@router.post("/deployments", status_code=201, responses=_errors(409))
 async def create_deployment(body: DeploymentCreate, request: Request) -> dict[str, Any]:
     try:
         deployment: dict[str, Any] = await request.app.state.deployments.create(body)
@@ -54,8 +97,8 @@ async def list_deployments(request: Request, include_deleted: bool = False) -> d
     return {"data": await request.app.state.deployments.list_all(include_deleted)}
 
 
-@router.get("/deployments/{deployment_id}")
-async def get_deployment(deployment_id: str, request: Request) -> dict[str, Any]:
+@router.get("/deployments/{deployment_id}", responses=_errors(404))
+async def get_deployment(deployment_id: PathId, request: Request) -> dict[str, Any]:
     deployment = await request.app.state.deployments.get(deployment_id)
     if deployment is None:
         raise ApiError(404, f"no deployment {deployment_id!r}")
@@ -63,9 +106,9 @@ async def get_deployment(deployment_id: str, request: Request) -> dict[str, Any]
     return deployment  # type: ignore[no-any-return]
 
 
-@router.patch("/deployments/{deployment_id}")
+@router.patch("/deployments/{deployment_id}", responses=_errors(404))
 async def update_deployment(
-    deployment_id: str, body: DeploymentPatch, request: Request
+    deployment_id: PathId, body: DeploymentPatch, request: Request
 ) -> dict[str, Any]:
     deployment = await request.app.state.deployments.update(deployment_id, body)
     if deployment is None:
@@ -74,8 +117,8 @@ async def update_deployment(
     return deployment  # type: ignore[no-any-return]
 
 
-@router.delete("/deployments/{deployment_id}", status_code=202)
-async def delete_deployment(deployment_id: str, request: Request) -> dict[str, Any]:
+@router.delete("/deployments/{deployment_id}", status_code=202, responses=_errors(404))
+async def delete_deployment(deployment_id: PathId, request: Request) -> dict[str, Any]:
     """Drain and terminate every node of the deployment; idempotent."""
     deployment = await request.app.state.deployments.delete(deployment_id)
     if deployment is None:
@@ -85,12 +128,12 @@ async def delete_deployment(deployment_id: str, request: Request) -> dict[str, A
 
 
 @router.get("/nodes")
-async def list_nodes(request: Request, deployment_id: str | None = None) -> dict[str, Any]:
+async def list_nodes(request: Request, deployment_id: QueryId = None) -> dict[str, Any]:
     return {"data": await request.app.state.deployments.nodes(deployment_id)}
 
 
 @router.get("/nodes/{node_id}/events")
-async def node_events(node_id: str, request: Request) -> dict[str, Any]:
+async def node_events(node_id: PathId, request: Request) -> dict[str, Any]:
     """What was asked of the node and what it reported, from the node event log."""
     return {"data": await request.app.state.deployments.node_events(node_id)}
 
@@ -104,7 +147,7 @@ async def reconcile_reports(
     return {"data": await request.app.state.deployments.reconcile_reports(limit)}
 
 
-@router.get("/prices")
+@router.get("/prices", responses=_errors(503))
 async def prices(
     request: Request,
     gpu: Annotated[str, Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")],
@@ -129,8 +172,9 @@ async def prices(
 async def create_key(body: KeyCreate, request: Request) -> dict[str, Any]:
     """The key itself is in the answer and nowhere else: store it now."""
     full, record = await request.app.state.keys.create(
-        body.name, body.scope, body.allowed_models, rpm_limit=body.rpm_limit
-    )
+        body.name, body.scope, body.allowed_models, rpm_limit=body.rpm_limit,
+        tpm_limit=body.tpm_limit,
+    )  # fmt: skip
     return {**record, "key": full}
 
 
@@ -139,17 +183,15 @@ async def list_keys(request: Request) -> dict[str, Any]:
     return {"data": await request.app.state.keys.list_all()}
 
 
-@router.delete("/keys/{key_id}", status_code=204)
-async def revoke_key(key_id: str, request: Request) -> Response:
+@router.delete("/keys/{key_id}", status_code=204, responses=_errors(404))
+async def revoke_key(key_id: PathId, request: Request) -> Response:
     if not await request.app.state.keys.revoke(key_id):
         raise ApiError(404, f"no key {key_id!r}")
     return Response(status_code=204)
 
 
 @router.get("/usage")
-async def usage(
-    request: Request, key_id: str | None = None, since: datetime | None = None
-) -> dict[str, Any]:
+async def usage(request: Request, key_id: QueryId = None, since: Since = None) -> dict[str, Any]:
     """Requests and tokens per key and model (of one key with ``key_id``; from
     ``since``, an ISO 8601 time, with it)."""
     return {"object": "list", "data": await request.app.state.usage.summary(key_id, since)}

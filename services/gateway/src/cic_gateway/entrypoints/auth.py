@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cic_gateway.adapters.store import ApiKey
 from cic_gateway.domain.errors import ApiError
 from cic_gateway.domain.keys import parse_key
 
-__all__ = ["require_admin", "require_key"]
+__all__ = ["key_of", "require_admin", "require_key"]
+
+_bearer = HTTPBearer(
+    auto_error=False, description="an API key: `Authorization: Bearer cic-<prefix>-<secret>`"
+)
+"""Declares the scheme in the OpenAPI document; the checks are ours (errors in OpenAI's
+shape), so it never refuses a request itself."""
 
 
-async def require_key(request: Request) -> ApiKey:
+async def require_key(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> ApiKey:
     """Any live key; 401 otherwise."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    return await key_of(request, f"Bearer {credentials.credentials}" if credentials else None)
+
+
+async def key_of(request: Request, authorization: str | None) -> ApiKey:
+    """The live key of an ``Authorization`` header; 401 otherwise."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'")
     parsed = parse_key(token.strip())
     key = await request.app.state.keys.authenticate(parsed) if parsed else None
@@ -24,9 +40,8 @@ async def require_key(request: Request) -> ApiKey:
     return key  # type: ignore[no-any-return]
 
 
-async def require_admin(request: Request) -> ApiKey:
+async def require_admin(key: Annotated[ApiKey, Depends(require_key)]) -> ApiKey:
     """A live key of admin scope; 401 without a key, 403 with a user key."""
-    key = await require_key(request)
     if key.scope != "admin":
         raise ApiError(403, "this route needs an admin key", code="admin_only")
     return key

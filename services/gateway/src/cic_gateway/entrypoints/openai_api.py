@@ -5,23 +5,28 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from cic_common.ids import new_request_id
 from fastapi import APIRouter, Depends, Request, Response
 
+from cic_gateway.adapters.limits import RateLimiter
 from cic_gateway.adapters.replica_view import ReplicaView
 from cic_gateway.adapters.store import ApiKey
-from cic_gateway.adapters.upstream import UpstreamTimeout, UpstreamUnavailable
 from cic_gateway.domain.errors import ApiError
-from cic_gateway.domain.metering import with_usage_requested
-from cic_gateway.domain.retry_budget import RetryBudget
-from cic_gateway.domain.routing import choose_replica
+from cic_gateway.domain.metering import reserved_tokens, with_usage_requested
+from cic_gateway.domain.routing import Policy, affinity_key
 from cic_gateway.entrypoints.auth import require_key
-from cic_gateway.entrypoints.relay import Metering, relay
+from cic_gateway.entrypoints.dispatch import Dispatch, Metering
+from cic_gateway.entrypoints.openai_schema import CHAT, COMPLETION, EMBEDDING, operation
+from cic_gateway.entrypoints.relay import Forward, forward
 from cic_gateway.settings import GatewaySettings
 
-__all__ = ["router"]
+__all__ = ["PROXIED", "proxy", "router"]
+
+PROXIED = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+"""The routes whose requests go to a replica (see ``fast_path``)."""
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -43,19 +48,19 @@ async def list_models(request: Request, key: UserKey) -> dict[str, Any]:
     }
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", **operation(CHAT, streams=True))
 async def chat_completions(request: Request, key: UserKey) -> Response:
-    return await _proxy(request, key, "/v1/chat/completions")
+    return await proxy(request, key, "/v1/chat/completions")
 
 
-@router.post("/completions")
+@router.post("/completions", **operation(COMPLETION, streams=True))
 async def completions(request: Request, key: UserKey) -> Response:
-    return await _proxy(request, key, "/v1/completions")
+    return await proxy(request, key, "/v1/completions")
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", **operation(EMBEDDING, streams=False))
 async def embeddings(request: Request, key: UserKey) -> Response:
-    return await _proxy(request, key, "/v1/embeddings")
+    return await proxy(request, key, "/v1/embeddings")
 
 
 async def _read_body(request: Request) -> tuple[bytes, dict[str, Any]]:
@@ -77,7 +82,8 @@ async def _read_body(request: Request) -> tuple[bytes, dict[str, Any]]:
     return bytes(body), parsed
 
 
-async def _proxy(request: Request, key: ApiKey, path: str) -> Response:
+async def proxy(request: Request, key: ApiKey, path: str) -> Response:
+    """Authenticated ``request`` to ``path`` of a replica of its model, answered."""
     body, parsed = await _read_body(request)
     model = parsed.get("model")
     if not isinstance(model, str) or not model:
@@ -88,45 +94,46 @@ async def _proxy(request: Request, key: ApiKey, path: str) -> Response:
     _check_limits(parsed, state.settings)
     if not key.may_use(model):
         raise ApiError(403, f"this key may not use model {model!r}", code="model_not_allowed")
-    if key.rpm_limit is not None:
-        wait = await state.limiter.admit(key.id, key.rpm_limit)
-        if wait:
-            message = f"this key's limit of {key.rpm_limit} requests a minute is reached"
-            raise ApiError(429, message, code="rate_limit_exceeded", retry_after=int(wait))
     view: ReplicaView = state.replicas
-    replicas = view.replicas(model)
-    if not replicas:
+    if not view.replicas(model):
         if await state.deployments.serves(model):
             raise ApiError(503, f"no replica of {model!r} is ready", retry_after=5)
         raise ApiError(404, f"the model {model!r} does not exist", code="model_not_found")
-    upstream_body = with_usage_requested(parsed)
+    settle = await _admit(state.limiter, key, parsed, len(body), state.settings)
+    asking = with_usage_requested(parsed)
     metering = Metering(new_request_id(), key.id, model, state.usage_meter,
-                        strip_usage=upstream_body is not None)  # fmt: skip
-    budget: RetryBudget = state.retry_budget
-    budget.requested(time.monotonic())
-    tried: set[str] = set()
-    last: UpstreamUnavailable | None = None
-    for attempt in range(state.settings.max_attempts):
-        if attempt and not budget.may_retry(time.monotonic()):
-            break
-        replica = choose_replica(replicas, tried, state.rng, view.in_flight)
-        if replica is None:
-            break
-        tried.add(replica.node_id)
-        view.in_flight[replica.node_id] += 1
-        try:
-            upstream = await state.upstream.post(replica.endpoint + path, upstream_body or body)
-        except UpstreamUnavailable as exc:
-            view.in_flight[replica.node_id] -= 1
-            view.eject(replica.node_id)
-            last = exc
-            log.warning("replica failed; trying another", extra={"node": replica.node_id})
-            continue
-        return await relay(upstream, replica.node_id, view, metering)
-    if isinstance(last, UpstreamTimeout):
-        raise ApiError(504, f"no replica of {model!r} answered in time: {last}")
-    reason = str(last) if last else "no routable replica"
-    raise ApiError(503, f"no replica of {model!r} answered: {reason}", retry_after=2)
+                        strip_usage=asking is not None, settle=settle)  # fmt: skip
+    settings: GatewaySettings = state.settings
+    policy: Policy = state.policy
+    affinity = affinity_key(policy.affinity, parsed, request.headers.get(settings.session_header),
+                            settings.prefix_chars)  # fmt: skip
+    dispatch = Dispatch(state, model, path, affinity)
+    sent = body if asking is None else json.dumps(asking).encode()
+    chat = path.endswith("chat/completions")
+    try:
+        return await forward(dispatch, Forward(sent, asking or parsed, chat, metering))
+    except ApiError:
+        metering.refund()
+        raise
+
+
+async def _admit(
+    limiter: RateLimiter, key: ApiKey, parsed: dict[str, Any], size: int, settings: GatewaySettings
+) -> Callable[[int], None] | None:
+    """Admit the request under its key's limits; with a token limit, how to settle the
+    tokens reserved for it once it is done."""
+    if key.rpm_limit is None and key.tpm_limit is None:
+        return None
+    reserve = reserved_tokens(parsed, size, settings.reserve_tokens) if key.tpm_limit else 0
+    admission = await limiter.admit(key.id, key.rpm_limit, key.tpm_limit, reserve)
+    if admission.wait:
+        limits = [f"{key.rpm_limit} requests"] if key.rpm_limit else []
+        limits += [f"{key.tpm_limit} tokens"] if key.tpm_limit else []
+        message = f"this key's limit of {' and '.join(limits)} a minute is reached"
+        raise ApiError(429, message, code="rate_limit_exceeded", retry_after=int(admission.wait))
+    if not key.tpm_limit:
+        return None
+    return lambda used: limiter.settle(key.id, admission.window, used - reserve)
 
 
 def _check_limits(parsed: dict[str, Any], settings: GatewaySettings) -> None:

@@ -1,77 +1,152 @@
-"""Handing an upstream answer to the client: counted in flight on its replica until it
-is done, and metered (its usage published once it is complete)."""
+"""Handing an upstream answer to the client: retried elsewhere while none of it has been
+sent, resumed elsewhere when a stream is cut, and metered once it is complete."""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
-from cic_common.events import UsageRecorded
 from fastapi import Response
 from fastapi.responses import StreamingResponse
 
-from cic_gateway.adapters.replica_view import ReplicaView
-from cic_gateway.adapters.upstream import UpstreamResponse
-from cic_gateway.adapters.usage import UsageMeter
-from cic_gateway.domain.metering import StreamMeter, Usage, usage_of
+from cic_gateway.adapters.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnavailable
+from cic_gateway.domain.errors import ApiError, error_body
+from cic_gateway.domain.metering import DONE, StreamMeter, usage_of
+from cic_gateway.domain.resumption import Splice, Transcript, continuation, resumable
+from cic_gateway.entrypoints.dispatch import Dispatch, Metering
 
-__all__ = ["Metering", "relay"]
+__all__ = ["Forward", "forward"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Metering:
-    """Who asked for what, and where its usage goes."""
+class Forward:
+    """A request as it goes upstream."""
 
-    request_id: str
-    key_id: str
-    model: str
-    meter: UsageMeter
-    strip_usage: bool
-    """The gateway asked the engine for the stream's usage; the client did not."""
-
-    def record(self, node_id: str, usage: Usage | None, streamed: bool) -> None:
-        if usage is not None:
-            self.meter.record(UsageRecorded(
-                request_id=self.request_id, key_id=self.key_id, model=self.model,
-                node_id=node_id, prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens, streamed=streamed,
-            ))  # fmt: skip
+    body: bytes
+    request: dict[str, Any]
+    """The upstream body, parsed (what a resumption is built from)."""
+    chat: bool
+    metering: Metering
 
 
-async def relay(
-    upstream: UpstreamResponse, node_id: str, view: ReplicaView, metering: Metering
-) -> Response:
-    headers = {"x-cic-replica": node_id, "x-request-id": metering.request_id}
-    if upstream.content_type.startswith("text/event-stream"):
-        return StreamingResponse(
-            _stream(upstream.chunks(), node_id, view, metering),
-            status_code=upstream.status,
-            media_type="text/event-stream",
-            headers={**headers, "cache-control": "no-cache"},
-        )
-    try:
-        content = await upstream.read()
-    finally:
-        view.in_flight[node_id] -= 1
-    if upstream.status == 200:
-        metering.record(node_id, usage_of(content), streamed=False)
-    return Response(content, upstream.status, headers, media_type=upstream.content_type)
+async def forward(dispatch: Dispatch, forward: Forward) -> Response:
+    """The client's answer from the first replica that gives one."""
+    upstream, node = await dispatch.send(forward.body)
+    headers = {"x-request-id": forward.metering.request_id}
+    while True:
+        if upstream.content_type.startswith("text/event-stream"):
+            return StreamingResponse(
+                _stream(dispatch, forward, upstream, node),
+                status_code=upstream.status,
+                media_type="text/event-stream",
+                headers={**headers, "x-cic-replica": node, "cache-control": "no-cache"},
+            )
+        try:
+            content = await upstream.read()
+        except UpstreamTimeout as exc:  # the request's own time is up: no other try
+            dispatch.finished(node)
+            raise ApiError(504, f"the answer took longer than allowed: {exc}") from exc
+        except UpstreamUnavailable as exc:
+            dispatch.failed(node, exc)  # nothing was sent yet: any other replica will do
+            upstream, node = await dispatch.send(forward.body, retry=True)
+            continue
+        except BaseException:
+            dispatch.finished(node)
+            raise
+        dispatch.finished(node)
+        usage = usage_of(content) if upstream.status == 200 else None
+        forward.metering.record(node, usage, streamed=False)
+        media_type = upstream.content_type
+        if upstream.status >= 400 and not media_type.startswith("application/json"):
+            text = content[:1000].decode(errors="replace")  # not an engine's error: wrap it
+            wrapped = error_body(upstream.status, f"the replica answered: {text}")
+            content = json.dumps(wrapped).encode()
+            media_type = "application/json"
+        return Response(content, upstream.status, {**headers, "x-cic-replica": node},
+                        media_type=media_type)  # fmt: skip
 
 
 async def _stream(
-    chunks: AsyncIterator[bytes], node_id: str, view: ReplicaView, metering: Metering
+    dispatch: Dispatch, forward: Forward, upstream: UpstreamResponse, node: str
 ) -> AsyncIterator[bytes]:
-    """The stream, event by event, counted in flight on its replica until it ends (or
-    the client goes); what it used is recorded even when the client left early."""
-    follower = StreamMeter(strip=metering.strip_usage)
+    """The stream, event by event; if its replica dies before the end, the rest comes
+    from another one. Its usage is recorded when the engine said it (at the end); a
+    stream cut or left early keeps its reserved tokens counted instead."""
+    transcript = Transcript() if resumable(forward.request, forward.chat) else None
+    splice: Splice | None = None
+    usage = None
+    holding = True  # ``node`` still counts this request in flight
     try:
-        async for chunk in chunks:
-            events = follower.feed(chunk)
-            if events:
-                yield events
-        rest = follower.flush()
-        if rest:
-            yield rest
+        while True:
+            follower = StreamMeter(strip=forward.metering.strip_usage)
+            try:
+                async for chunk in upstream.chunks():
+                    events = follower.feed(chunk)
+                    if splice is not None:
+                        events = splice.rewrite(events)
+                    if events:
+                        if transcript is not None:
+                            transcript.add(events)
+                        yield events
+                rest = follower.flush()  # a last event the engine did not close
+                if rest:
+                    yield rest
+                cut: UpstreamUnavailable | None = None
+            except UpstreamUnavailable as exc:
+                cut = exc
+            usage = splice.usage(follower.usage) if splice else follower.usage
+            holding = False
+            if follower.done or isinstance(cut, UpstreamTimeout):
+                dispatch.finished(node)  # the end, or the stream's time is up (not resumed)
+                return
+            dispatch.failed(node, cut or UpstreamUnavailable("the stream ended early"))
+            resumed = await _resume(dispatch, forward, transcript)
+            if isinstance(resumed, bytes):
+                yield resumed
+            if not isinstance(resumed, tuple):
+                return
+            (upstream, node, splice), holding = resumed, True
     finally:
-        view.in_flight[node_id] -= 1
-        metering.record(node_id, follower.usage, streamed=True)
+        if holding:
+            dispatch.finished(node)
+        forward.metering.record(node, usage, streamed=True)
+
+
+async def _resume(
+    dispatch: Dispatch, forward: Forward, transcript: Transcript | None
+) -> tuple[UpstreamResponse, str, Splice] | bytes | None:
+    """The rest of a cut stream from another replica; its last event when only that was
+    missing; or None: the stream ends here, cut."""
+    if transcript is None or not transcript.complete:
+        log.warning("a stream was cut and cannot be resumed",
+                    extra={"request_id": forward.metering.request_id})  # fmt: skip
+        return None
+    progress = transcript.read()
+    if progress.finished:
+        return DONE
+    body = continuation(forward.request, forward.chat, progress)
+    if body is None:
+        return DONE
+    try:
+        upstream, node = await dispatch.send(body, retry=True)
+    except ApiError as exc:
+        reason = {"request_id": forward.metering.request_id, "reason": exc.message}
+        log.warning("a cut stream found no replica to resume it", extra=reason)
+        return None
+    if upstream.status != 200 or not upstream.content_type.startswith("text/event-stream"):
+        try:
+            refusal = await upstream.read()
+        except UpstreamUnavailable as exc:
+            refusal = str(exc).encode()
+        finally:
+            dispatch.finished(node)
+        answer = refusal[:500].decode(errors="replace")
+        log.warning("a replica refused to resume a stream", extra={"node": node, "answer": answer})
+        return None
+    log.info("resuming a cut stream", extra={"node": node, "tokens_sent": progress.tokens})
+    return upstream, node, Splice(progress)

@@ -150,9 +150,11 @@ def create_app(config: SimConfig) -> Starlette:
         count = _budget(prompt, body.requested_tokens(), config.max_model_len)
         if isinstance(count, str):
             return _error(400, count)
-        key = key_for(config.seed, body.seed, body.seed_text())
-        stops = body.stops()
-        answers = [apply_stop(generate(key, count, i), stops) for i in range(body.choices())]
+        key, context, stops = key_for(config.seed, body.seed), body.context(), body.stops()
+        answers = [
+            apply_stop(generate(key, context, count, i, leading_space=not chat), stops)
+            for i in range(body.choices())
+        ]
         reply = Reply.new(chat, body.model, answers, prompt)
         if body.stream:
             return _ClosingStream(engine.stream(reply, arrival, body.wants_usage()))

@@ -81,6 +81,17 @@ class _Message(BaseModel):
 class ChatRequest(_Request):
     messages: list[_Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, gt=0)
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    """Go on with the last (assistant) message instead of starting a new one."""
+
+    @model_validator(mode="after")
+    def _continue_or_prompt(self) -> ChatRequest:
+        if self.continue_final_message and self.add_generation_prompt:
+            raise ValueError(
+                "Cannot set both `continue_final_message` and `add_generation_prompt` to True."
+            )
+        return self
 
     def requested_tokens(self) -> int | None:
         """vLLM prefers the newer ``max_completion_tokens`` to ``max_tokens``."""
@@ -89,10 +100,11 @@ class ChatRequest(_Request):
     def prompt_text(self) -> str:
         return " ".join(message.text() for message in self.messages)
 
-    def seed_text(self) -> str:
-        """The last user message, or the last message when no user spoke."""
-        users = [m for m in self.messages if m.role == "user"]
-        return (users or self.messages)[-1].text()
+    def context(self) -> str:
+        """The text the answer continues, as a chat template lays it out: one message a
+        line, then a line for the answer (or, continuing the last message, none)."""
+        text = "\n".join(message.text() for message in self.messages)
+        return text + "\n" if self.add_generation_prompt else text
 
 
 class CompletionRequest(_Request):
@@ -101,7 +113,8 @@ class CompletionRequest(_Request):
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
-    def seed_text(self) -> str:
+    def context(self) -> str:
+        """The text the answer continues."""
         return self.prompt_text()
 
 

@@ -23,22 +23,36 @@ VOCABULARY = (
 """Distinct words: the ``i``-th choice starts with its own, so ``n`` choices never agree."""
 
 
-def key_for(sim_seed: int, request_seed: int | None, prompt: str) -> str:
-    """What an answer depends on: the simulator's seed, the request's seed and its prompt."""
-    return f"{sim_seed}|{request_seed}|{prompt}"
+def key_for(sim_seed: int, request_seed: int | None) -> int:
+    """What an answer depends on besides its context: the simulator's and the request's
+    seeds (sampling settings such as the temperature change nothing)."""
+    return zlib.crc32(f"{sim_seed}|{request_seed}|".encode())
 
 
-def generate(key: str, count: int, index: int = 0) -> list[str]:
-    """``count`` tokens (a word and a space each) of choice ``index``.
+def generate(
+    key: int, context: str, count: int, index: int = 0, *, leading_space: bool = False
+) -> list[str]:
+    """``count`` tokens (a word and a space each) of choice ``index``, continuing ``context``.
 
-    The same key and index always give the same tokens, and a shorter answer is a prefix
-    of a longer one; sampling settings (temperature...) change nothing.
+    Chat tokens are a word then a space; text-completion tokens a space then a word, as a
+    BPE tokeniser's are, so that a prompt's continuation reads (and counts) as words.
+
+    Each token is a function of ``key`` and of all the text before it, the context's and
+    the answer's own, as a greedy language model's would be. So the same request always
+    gets the same answer, a shorter answer is a prefix of a longer one, and an answer cut
+    short and asked again with its text appended to the context (a resumed stream) goes
+    on exactly as the whole one would have. Choice ``index`` starts with a word of its
+    own, so ``n`` choices never agree.
     """
-    if count <= 0:
-        return []
-    first = VOCABULARY[(zlib.crc32(key.encode()) + index) % len(VOCABULARY)]
-    rest = random.Random(f"{key}#{index}").choices(VOCABULARY, k=count - 1)
-    return [f"{first} ", *(f"{word} " for word in rest)]
+    state = zlib.crc32(context.encode(), key)  # CRC-32 runs on: crc(a + b) = crc(b, crc(a))
+    tokens: list[str] = []
+    for step in range(count):
+        pick = (state >> 8) % len(VOCABULARY)
+        word = VOCABULARY[(pick + index) % len(VOCABULARY) if step == 0 else pick]
+        token = f" {word}" if leading_space else f"{word} "
+        tokens.append(token)
+        state = zlib.crc32(token.encode(), state)
+    return tokens
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,129 @@
+"""Servers as processes: start one, wait until it answers, stop it; and its CPU time.
+
+Every server gets a process group of its own (``start_new_session``), so stopping it
+takes its helpers too (LiteLLM's, say), and its output goes to a log file in the run's
+work directory, whose tail is shown when it fails to start.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from cic_local.embedded import stop_pid
+
+__all__ = ["ServerFailed", "serve", "settle", "tail", "tree_cpu_seconds"]
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class ServerFailed(RuntimeError):
+    """A server exited, did not answer in time, or answered wrong; ``tail`` holds the end
+    of its log."""
+
+    def __init__(self, message: str, tail: str) -> None:
+        super().__init__(message)
+        self.tail = tail
+
+
+def _last_line(text: str) -> str:
+    """What a crashed server said last: the error of a Python traceback, usually."""
+    return text.strip().splitlines()[-1] if text.strip() else "(nothing logged)"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status < 500)
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500  # it answers; a 401 or 404 is its business
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@contextmanager
+def serve(
+    argv: list[str],
+    probe: str,
+    log: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 90.0,
+) -> Iterator[int]:
+    """Start ``argv``, yield its pid once ``probe`` answers, stop its group at the end.
+
+    Raises:
+        ServerFailed: it exited first, or ``probe`` did not answer within ``timeout``.
+    """
+    environment = {**os.environ, **(env or {})}
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                                env=environment, start_new_session=True)  # fmt: skip
+    name = Path(argv[0]).name if len(argv) < 3 or argv[1] != "-m" else argv[2]
+    try:
+        deadline = time.monotonic() + timeout
+        while not _answers(probe):
+            if proc.poll() is not None:
+                said = tail(log)
+                raise ServerFailed(f"{name} exited ({proc.returncode}): {_last_line(said)}", said)
+            if time.monotonic() > deadline:
+                raise ServerFailed(f"{name} did not answer {probe}", tail(log))
+            time.sleep(0.2)
+        yield proc.pid
+    finally:
+        stop_pid(proc.pid)
+        proc.wait()
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None  # gone meanwhile
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and every live descendant, each with what its
+    own exited children left it (``cutime``, ``cstime``): a proxy that runs worker
+    processes is charged for them. Threads are included by the kernel already."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat_fields(int(entry))) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry))  # fields[1]: ppid
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        fields = _stat_fields(current)
+        if fields is None:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        todo.extend(children.get(current, []))
+    return total / _TICKS
+
+
+def settle(pids: list[int], *, idle: float = 0.05, window: float = 0.5, limit: float = 30) -> float:
+    """Wait until ``pids`` together use less than ``idle`` of a core over ``window``
+    seconds (a proxy may still be working off what it queued under load); the seconds
+    waited, ``limit`` at most."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        before = sum(tree_cpu_seconds(pid) for pid in pids)
+        time.sleep(window)
+        if sum(tree_cpu_seconds(pid) for pid in pids) - before < idle * window:
+            break
+    return time.monotonic() - started

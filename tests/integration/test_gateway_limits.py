@@ -1,0 +1,119 @@
+"""Per-key limits on a real Redis, shared by three gateway instances: requests and tokens
+a minute, admitted together within the limit, refused with how long to wait."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+import pytest
+from cic_common.replicas import Replica, ReplicaTable
+from cic_gateway.adapters.limits import RateLimiter
+from cic_gateway.bootstrap import create_app
+from cic_gateway.domain.keys import generate_key
+from cic_gateway.settings import GatewaySettings
+from conftest import Servers
+from redis.asyncio import Redis
+from support import sim_engine
+
+MODEL = "limited-model"
+
+
+async def test_three_gateways_together_admit_a_keys_request_limit_and_no_more(
+    redis: Redis,
+) -> None:
+    gateways = [RateLimiter(redis) for _ in range(3)]
+    waits = [(await gateways[i % 3].admit("klimited", 30)).wait for i in range(90)]
+    assert sum(1 for w in waits if w == 0) == 30
+    assert all(w >= 1 for w in waits[30:])  # each refusal says how long to wait
+    assert (await gateways[0].admit("kother", 30)).wait == 0  # limits are per key
+
+
+async def test_three_gateways_together_admit_a_keys_tokens_within_five_percent(
+    redis: Redis,
+) -> None:
+    """Each request reserves 60 tokens and uses 40: bursts are held to what the
+    reservations allow, and settling lets the window fill up to the limit."""
+    gateways = [RateLimiter(redis) for _ in range(3)]
+    used = rounds = 0
+    while rounds < 10:
+        rounds += 1
+        admitted = await asyncio.gather(*(
+            gateways[i % 3].admit("ktokens", None, tpm=1000, reserve=60) for i in range(30)
+        ))  # fmt: skip
+        accepted = [a for a in admitted if a.wait == 0]
+        assert len(accepted) * 60 + used <= 1000  # never past the limit, even in a burst
+        for i, admission in enumerate(accepted):
+            gateways[i % 3].settle("ktokens", admission.window, 40 - 60)
+        for gateway in gateways:
+            await gateway.drain()
+        used += 40 * len(accepted)
+        if not accepted:
+            break
+    assert rounds > 2  # the settled tokens made room again
+    assert 950 <= used <= 1000
+    refused = await gateways[0].admit("ktokens", None, tpm=1000, reserve=60)
+    assert refused.wait >= 1
+
+
+async def test_a_request_larger_than_the_whole_limit_still_runs_alone(redis: Redis) -> None:
+    limiter = RateLimiter(redis)
+    assert (await limiter.admit("kbig", None, tpm=100, reserve=500)).wait == 0
+    assert (await limiter.admit("kbig", None, tpm=100, reserve=1)).wait >= 1
+    assert (await limiter.admit("kbig", 5, tpm=None, reserve=500)).wait == 0  # rpm only
+
+
+@pytest.fixture(scope="module")
+async def engine() -> AsyncIterator[str]:
+    async with sim_engine(MODEL) as process:
+        yield process.base_url
+
+
+async def test_three_gateways_hold_a_keys_tokens_a_minute_through_the_api(
+    servers: Servers, database: str, redis: Redis, engine: str
+) -> None:
+    admin_key, _ = generate_key()
+    settings = GatewaySettings(nats_url=servers.nats_url, postgres_dsn=database,
+                               redis_url=servers.redis_url, admin_key=admin_key,
+                               key_cache_seconds=0)  # fmt: skip
+    await ReplicaTable(redis).apply(
+        [Replica(node_id="t1", deployment_id="dtpm", model=MODEL, endpoint=engine)], []
+    )
+    apps = [create_app(settings) for _ in range(3)]
+    async with contextlib.AsyncExitStack() as stack:
+        clients = []
+        for app in apps:
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            transport = httpx.ASGITransport(app=app)
+            clients.append(await stack.enter_async_context(
+                httpx.AsyncClient(transport=transport, base_url="http://gw")
+            ))  # fmt: skip
+        admin = {"Authorization": f"Bearer {admin_key}"}
+        created = await clients[0].post("/admin/keys", json={"name": "tokens", "tpm_limit": 2000},
+                                        headers=admin)  # fmt: skip
+        assert created.status_code == 201, created.text
+        assert created.json()["tpm_limit"] == 2000
+        sdks = [
+            openai.AsyncOpenAI(base_url="http://gw/v1", api_key=created.json()["key"],
+                               max_retries=0, http_client=c)  # type: ignore[arg-type]
+            for c in clients
+        ]  # fmt: skip
+        used, refused = 0, None
+        for turn in range(400):
+            try:
+                answer = await sdks[turn % 3].completions.create(model=MODEL, prompt="hi",
+                                                                 max_tokens=10)  # fmt: skip
+            except openai.RateLimitError as exc:
+                refused = exc
+                break
+            assert answer.usage is not None
+            used += answer.usage.total_tokens
+            for app in apps:
+                await app.state.limiter.drain()  # settled before the next request comes
+        assert 0.95 * 2000 <= used <= 2000
+        assert refused is not None
+        assert int(refused.response.headers["retry-after"]) >= 1
+        assert "2000 tokens a minute" in refused.message
