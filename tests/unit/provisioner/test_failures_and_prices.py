@@ -26,6 +26,8 @@ from cic_provisioner.entrypoints.prices import PriceResponder
         ("InvalidSkyPilotConfigError", "bad key", "bad_spec", False),
         ("TimeoutError", "", "timeout", True),
         ("RuntimeError", "something odd", "internal", False),
+        ("RuntimeError", "Failed to start SkyPilot API server at http://127.0.0.1:46580",
+         "unreachable", True),
     ],
 )  # fmt: skip
 def test_failures_are_classed(

@@ -71,22 +71,14 @@ class SkyPilotBackend:
     async def launch(self, node_id: str, spec: NodeSpec, secret: str) -> Cluster:
         rendered = self.render(node_id, spec, secret)
         async with self._slots:
-            existing = await self._find(node_id)
-            if existing is not None:
-                return existing  # a redelivered launch: the cluster is already there
-            request: dict[str, Any] = {}
             try:
-                await asyncio.wait_for(
-                    asyncio.to_thread(self._launch_blocking, rendered, request),
-                    self._launch_timeout,
-                )
-            except TimeoutError as exc:
-                await self._cancel(request.get("id"))
-                raise LaunchError(
-                    f"launch of {rendered.cluster_name} took over {self._launch_timeout:.0f} s",
-                    reason_class="timeout",
-                ) from exc
-            except Exception as exc:
+                existing = await self._find(node_id)
+                if existing is not None:
+                    return existing  # a redelivered launch: the cluster is already there
+                await self._launch(rendered)
+            except LaunchError:
+                raise
+            except Exception as exc:  # the SDK's, its API server's or the cloud's error
                 failure = classify(type(exc).__name__, str(exc))
                 log.warning("launch failed", extra={"node_id": node_id, "reason": failure.reason})
                 raise LaunchError(failure.reason, retryable=failure.retryable,
@@ -94,6 +86,19 @@ class SkyPilotBackend:
         endpoint = await self._endpoint(rendered.cluster_name)
         return Cluster(rendered.cluster_name, node_id, self.name, datetime.now(UTC),
                        endpoint=endpoint)  # fmt: skip
+
+    async def _launch(self, rendered: RenderedTask) -> None:
+        request: dict[str, Any] = {}
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(self._launch_blocking, rendered, request), self._launch_timeout
+            )
+        except TimeoutError as exc:
+            await self._cancel(request.get("id"))
+            raise LaunchError(
+                f"launch of {rendered.cluster_name} took over {self._launch_timeout:.0f} s",
+                reason_class="timeout",
+            ) from exc
 
     async def _endpoint(self, cluster: str) -> str | None:
         """The engine's public address as SkyPilot opened it; None if it cannot say

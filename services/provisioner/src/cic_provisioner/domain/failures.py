@@ -32,8 +32,8 @@ _BY_WORDS: tuple[tuple[tuple[str, ...], FailureClass], ...] = (
     (("credential", "unauthorized", "permission", "access denied", "not authorized"), "auth"),
     (("capacity", "insufficientinstancecapacity", "zone_resource_pool_exhausted"),
      "no_capacity"),
-    (("connectionerror", "name or service not known", "failed to resolve", "timed out"),
-     "unreachable"),
+    (("connectionerror", "name or service not known", "failed to resolve", "timed out",
+      "api server"), "unreachable"),
 )  # fmt: skip
 _RETRYABLE: frozenset[FailureClass] = frozenset({"no_capacity", "timeout", "unreachable"})
 
