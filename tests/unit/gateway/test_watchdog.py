@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+from cic_gateway.adapters.http1 import Disconnected, Exchange
 from cic_gateway.adapters.watchdog import Watchdog
 
 
@@ -43,15 +45,14 @@ async def test_a_try_that_ends_while_its_probe_is_out_is_left_alone() -> None:
     dog = Watchdog(Probes(dead={"http://b"}, gate=gate), probe_after=1.0)
     ended = dog.watch("b", "http://b")
     ended.progress = 0.0
-    async with asyncio.timeout(None) as deadline:  # a wait that is over by then
-        ended.deadline = deadline
-        await asyncio.sleep(0)
+    ended.exchange = Exchange()
     checking = asyncio.create_task(dog.check(now=5.0))
     await asyncio.sleep(0)
     dog.done(ended)
     gate.set()
     await checking
     assert not ended.abandoned
+    assert not ended.exchange.aborted
     assert dog.abandoned == 0
 
 
@@ -59,10 +60,11 @@ async def test_abandoning_a_finished_wait_does_not_break_the_round() -> None:
     dog = Watchdog(Probes(dead={"http://b"}), probe_after=1.0)
     first, second = dog.watch("b", "http://b"), dog.watch("b", "http://b")
     first.progress = second.progress = 0.0
-    async with asyncio.timeout(None) as deadline:
-        first.deadline = deadline  # exited: rescheduling it would raise
-        await asyncio.sleep(0)
+    first.exchange, second.exchange = Exchange(), Exchange()
+    first.exchange.release()  # over already: aborting it must not raise
     await dog.check(now=5.0)
     assert first.abandoned
     assert second.abandoned
     assert dog.abandoned == 2
+    with pytest.raises(Disconnected, match="aborted"):  # its reader wakes at once
+        await second.exchange.read()

@@ -1,4 +1,4 @@
-"""Wires the gateway: one FastAPI app over a database pool, Redis, NATS and aiohttp."""
+"""Wires the gateway: one FastAPI app over a database pool, Redis, NATS and the replicas."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The upstream client: forwards a request to one replica with aiohttp (cheap per request),
-each try watched by the :class:`Watchdog`, which may abandon it."""
+"""The upstream client: forwards a request to one replica over kept-alive connections
+(``http1``), each try watched by the :class:`Watchdog`, which may abandon it."""
 
 from __future__ import annotations
 
@@ -8,15 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import aiohttp
-import yarl
-
+from cic_gateway.adapters.http1 import Disconnected, Exchange, Expired, Pool, Target
 from cic_gateway.adapters.watchdog import Attempt, Watchdog
 
 __all__ = ["UpstreamClient", "UpstreamResponse", "UpstreamTimeout", "UpstreamUnavailable"]
 
-
-_JSON = {"Content-Type": "application/json"}
+_LOST = (Disconnected, Expired)
 
 
 class UpstreamUnavailable(Exception):
@@ -34,7 +31,7 @@ class UpstreamResponse:
 
     status: int
     content_type: str
-    _response: aiohttp.ClientResponse
+    _exchange: Exchange
     _attempt: Attempt
     _watchdog: Watchdog
 
@@ -45,8 +42,8 @@ class UpstreamResponse:
             UpstreamUnavailable: the replica died, or stopped answering, on the way.
         """
         try:
-            return await self._response.read()
-        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            return await self._exchange.read()
+        except _LOST as exc:
             raise _lost(exc, self._attempt) from exc
         finally:
             self.release()
@@ -59,29 +56,29 @@ class UpstreamResponse:
         """
         attempt = self._attempt
         try:
-            async for chunk in self._response.content.iter_any():
+            async for chunk in self._exchange.chunks():
                 attempt.progress = time.monotonic()
                 yield chunk
-        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+        except _LOST as exc:
             raise _lost(exc, attempt) from exc
         finally:
             self.release()
 
     def release(self) -> None:
         self._watchdog.done(self._attempt)
-        self._response.release()
+        self._exchange.release()
 
 
 def _lost(exc: BaseException, attempt: Attempt) -> UpstreamUnavailable:
     if attempt.abandoned:
         return UpstreamUnavailable("the replica stopped answering (its health check failed)")
-    if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return UpstreamTimeout(f"the request's time is up ({type(exc).__name__})")
-    return UpstreamUnavailable(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, Expired):
+        return UpstreamTimeout(f"the request's time is up: {exc}")
+    return UpstreamUnavailable(str(exc))
 
 
 class UpstreamClient:
-    """One pooled aiohttp session for every replica."""
+    """Kept-alive connections to every replica, and a watchdog over the tries on them."""
 
     def __init__(
         self,
@@ -91,50 +88,45 @@ class UpstreamClient:
         probe_after: float = 2.0,
         probe_timeout: float = 1.0,
     ) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout)
+        self._pool = Pool(connect_timeout=connect_timeout)
+        self._total_timeout = total_timeout
         self._probe_after = probe_after
-        self._probe_timeout = aiohttp.ClientTimeout(total=probe_timeout)
-        self._session: aiohttp.ClientSession | None = None
-        self._probes: aiohttp.ClientSession | None = None
-        self._urls: dict[tuple[str, str], yarl.URL] = {}
+        self._probe_timeout = probe_timeout
+        self._targets: dict[tuple[str, str], Target] = {}
         self.watchdog: Watchdog | None = None
 
     async def start(self, on_stalled: Watchdog.Callback | None = None) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, auto_decompress=False
-        )
-        # probes on connections of their own: never queued behind a busy replica's requests
-        self._probes = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, force_close=True), timeout=self._probe_timeout
-        )
         self.watchdog = Watchdog(self.alive, self._probe_after, on_stalled)
         self.watchdog.start()
 
     async def close(self) -> None:
         if self.watchdog is not None:
             await self.watchdog.close()
-        for session in (self._session, self._probes):
-            if session is not None:
-                await session.close()
+        self._pool.close()
 
     async def alive(self, endpoint: str) -> bool:
         """Whether the engine at ``endpoint`` answers its health check in time."""
-        assert self._probes is not None, "start() first"
+        exchange = Exchange()
+        loop = asyncio.get_running_loop()
+        exchange.expire_at(loop, loop.time() + self._probe_timeout)
         try:
-            async with self._probes.get(f"{endpoint}/health") as r:
-                return r.status == 200
-        except (aiohttp.ClientError, TimeoutError, ConnectionError):
+            await self._pool.send(exchange, self._target(endpoint, "/health", "GET"), b"")
+            await exchange.read()
+        except _LOST:
             return False
+        finally:
+            exchange.release()
+        return exchange.status == 200
 
-    def _url(self, endpoint: str, path: str) -> yarl.URL:
-        """The parsed URL, kept: parsing one (and its host) is a tenth of a request's cost."""
-        url = self._urls.get((endpoint, path))
-        if url is None:
-            if len(self._urls) > 4096:
-                self._urls.clear()
-            url = self._urls[endpoint, path] = yarl.URL(endpoint + path)
-        return url
+    def _target(self, endpoint: str, path: str, method: str = "POST") -> Target:
+        """The replica's address and request head, kept: building them costs more than
+        sending."""
+        target = self._targets.get((endpoint, path))
+        if target is None:
+            if len(self._targets) > 4096:
+                self._targets.clear()
+            target = self._targets[endpoint, path] = Target(endpoint, path, method)
+        return target
 
     async def post(self, node_id: str, endpoint: str, path: str, body: bytes) -> UpstreamResponse:
         """POST ``body`` as JSON to ``endpoint + path``; returns once the status line has
@@ -146,26 +138,24 @@ class UpstreamClient:
                 or a failed probe (nothing was generated yet, so another replica may
                 safely be tried).
         """
-        assert self._session is not None, "start() first"
         assert self.watchdog is not None, "start() first"
         attempt = self.watchdog.watch(node_id, endpoint)
+        exchange = attempt.exchange = Exchange()
+        loop = asyncio.get_running_loop()
+        exchange.expire_at(loop, loop.time() + self._total_timeout)
         try:
-            async with asyncio.timeout(None) as deadline:
-                attempt.deadline = deadline
-                response = await self._session.post(self._url(endpoint, path), data=body,
-                                                    headers=_JSON)  # fmt: skip
-        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            await self._pool.send(exchange, self._target(endpoint, path), body)
+        except _LOST as exc:
             self.watchdog.done(attempt)
+            exchange.release()
             raise _lost(exc, attempt) from exc
         except BaseException:  # cancelled (the client left): forget the try
             self.watchdog.done(attempt)
+            exchange.release()
             raise
-        finally:
-            attempt.deadline = None
-        attempt.response = response
-        if response.status >= 500:
+        if exchange.status >= 500:
             self.watchdog.done(attempt)
-            response.release()
-            raise UpstreamUnavailable(f"replica answered {response.status}")
-        content_type = response.headers.get("Content-Type", "application/json")
-        return UpstreamResponse(response.status, content_type, response, attempt, self.watchdog)
+            exchange.release()
+            raise UpstreamUnavailable(f"replica answered {exchange.status}")
+        return UpstreamResponse(exchange.status, exchange.content_type, exchange, attempt,
+                                self.watchdog)  # fmt: skip

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
+from cic_gateway.adapters.http1 import Exchange
 
 __all__ = ["Attempt", "Watchdog"]
 
@@ -33,18 +33,14 @@ class Attempt:
     endpoint: str
     progress: float = field(default_factory=time.monotonic)
     """When the last bytes came (or the request went)."""
-    deadline: asyncio.Timeout | None = None
-    """While waiting for the status line: the wait, to be ended at once."""
-    response: aiohttp.ClientResponse | None = None
-    """Once it has come: the answer, whose connection is closed to end a read."""
+    exchange: Exchange | None = None
+    """The request and its answer, aborted to end the wait (what was read is kept)."""
     abandoned: bool = False
 
     def abandon(self) -> None:
         self.abandoned = True
-        if self.deadline is not None and not self.deadline.expired():
-            self.deadline.reschedule(asyncio.get_running_loop().time())
-        elif self.response is not None and not self.response.content.at_eof():
-            self.response.close()  # the reader wakes with an error; read data is kept
+        if self.exchange is not None:
+            self.exchange.abort()
 
 
 class Watchdog:
