@@ -3,7 +3,7 @@
 Run from the repository root::
 
     uv run --frozen --no-sync python -m bench.gateway [--duration 10] [--only cic,direct]
-        [--chaos]
+        [--chaos] [--profile]
 
 Six simulator engines run for the whole benchmark (three answering at once, three
 streaming with a realistic latency model: see ``targets``); the targets, one at a time
@@ -22,6 +22,9 @@ runs), once it has worked off what it queued at peak, less the direct path's at 
 rate; and the overhead it adds to the time to first token of streams, against the
 direct path measured alongside. On two cores the load generator, the engines and the
 proxy share the CPU: compare ratios, not rates.
+
+With ``--profile``, py-spy samples our gateway during its peak run, and the functions
+that held its CPU longest are listed after the table (see ``profile``).
 
 Then, chaos (``--chaos``, and last in the full run): engines killed and hung under load
 from the ``openai`` client, behind our gateway and vLLM's router: requests failed,
@@ -48,6 +51,7 @@ from .cic import gateway
 from .load import pacing, wrk
 from .peers import litellm, vllm_router
 from .procs import ServerFailed, settle, tree_cpu_seconds
+from .profile import profile_lines, sampled
 from .report import CIC, DIRECT, LITELLM, VLLM_ROUTER, Row, goals, helper_lines, table, ttft_lines
 from .targets import FAST, STREAM, Backends, Launcher, Target, backends, chat_body
 from .targets import direct as direct_target
@@ -60,6 +64,8 @@ LAUNCHERS: dict[str, Launcher] = {
     LITELLM: litellm,
 }
 WARMUP_SECONDS = 2
+PROFILE = Path(__file__).resolve().parents[2] / ".cic" / "profiles" / "cic-gateway.collapsed"
+"""py-spy's collapsed stacks of the last ``--profile`` run (for a flame graph)."""
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,6 +93,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64, help="wrk's, at peak")
     parser.add_argument("--gateway-workers", type=int, default=1,
                         help="our gateway's processes (CIC_WORKERS)")  # fmt: skip
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy our gateway at peak; list where its time goes")  # fmt: skip
     parser.add_argument("--ttft-requests", type=int, default=300,
                         help="streams through each target (and as many direct)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -119,8 +127,14 @@ def measure_peak(row: Row, target: Target, workdir: Path, args: argparse.Namespa
     charged = {target.name: [target.pid] if target.pid else []}
     charged |= target.helpers() if target.helpers else {}
     before = {name: cpu_seconds(pids) for name, pids in charged.items()}
-    row.peak = wrk(url, body, target.headers, workdir, seconds=args.duration,
-                   connections=args.connections)  # fmt: skip
+    if args.profile and row.key == CIC and target.pid:
+        with sampled(target.pid, args.duration, PROFILE) as profile:
+            row.peak = wrk(url, body, target.headers, workdir, seconds=args.duration,
+                           connections=args.connections)  # fmt: skip
+        row.profile = profile.stacks()
+    else:
+        row.peak = wrk(url, body, target.headers, workdir, seconds=args.duration,
+                       connections=args.connections)  # fmt: skip
     spent = {name: 1000 * (cpu_seconds(pids) - before[name]) / max(1, row.peak.requests)
              for name, pids in charged.items() if pids}  # fmt: skip
     row.cpu_ms = spent.pop(target.name, None)
@@ -226,6 +240,10 @@ def print_rows(rows: list[Row], pace: float | None, args: argparse.Namespace) ->
     print()
     for line in [*helper_lines(rows), *ttft_lines(rows), *goals(rows)]:
         print(line)
+    for row in rows:
+        if row.profile is not None:
+            print("\n".join(profile_lines(row.profile)))
+            print(f"- py-spy's stacks: {PROFILE.relative_to(PROFILE.parents[2])}")
 
 
 if __name__ == "__main__":

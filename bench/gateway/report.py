@@ -9,6 +9,7 @@ against vLLM's router, measured in the same run.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 from .load import WrkResult
@@ -36,6 +37,8 @@ class Row:
     ttft: Ttft | None = None
     helper_ms: dict[str, float] = field(default_factory=dict)
     """CPU milliseconds per request at peak of the target's own infrastructure."""
+    profile: Counter[tuple[str, ...]] | None = None
+    """py-spy's samples of the target at peak (``--profile``, ours only)."""
     busy_after_s: float = 0.0
     """How long it kept working after the peak run (what it had queued)."""
     skipped: str = ""

@@ -6,7 +6,8 @@ deprecated-argument wrappers and its response callbacks for every command: on th
 gateway's request path (one rate-limit script per request) that was most of the cost
 of the call. Here a call is one write and one future; replies come back in the order
 the calls were sent (Redis answers each connection in order), so calls made at once
-share the connection's round trips. A lost connection fails the calls in flight and is
+share the connection's round trips, and the calls made in one turn of the event loop
+share one write (``coalesce``). A lost connection fails the calls in flight and is
 made again on the next call.
 """
 
@@ -21,6 +22,8 @@ import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
+from cic_common.coalesce import Coalescing
+
 __all__ = ["RespClient"]
 
 
@@ -29,11 +32,12 @@ class _Protocol(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.reader = hiredis.Reader()
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
-        self.transport: asyncio.Transport | None = None
+        self.transport: Coalescing | None = None
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        # uvloop's transport is not a subclass; calls made in one loop turn share a write
+        self.transport = Coalescing(cast(asyncio.Transport, transport), self.loop)
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)

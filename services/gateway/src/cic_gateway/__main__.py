@@ -10,6 +10,7 @@ from cic_common.telemetry import setup_tracing
 from fastapi import FastAPI
 
 from cic_gateway.bootstrap import create_app
+from cic_gateway.serving import GatewayHttpProtocol
 from cic_gateway.settings import GatewaySettings
 
 
@@ -32,6 +33,8 @@ def main() -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        http=GatewayHttpProtocol,
+        proxy_headers=False,  # nothing here reads the client's address
     )
 
 
