@@ -14,17 +14,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import nats
 import openai
 import pytest
 import uvicorn
+from cic_common.events import ReplicaSuspected, decode
 from cic_common.processes import free_port
 from cic_common.replicas import Replica, ReplicaTable
 from cic_gateway.bootstrap import create_app
 from cic_gateway.domain.keys import generate_key
+from cic_gateway.serving import GatewayHttpProtocol
 from cic_gateway.settings import GatewaySettings
 from cic_node_agent.adapters.engine import EngineProcess
 from cic_node_agent.domain.engines import EngineLaunch, engine_command
 from conftest import Servers
+from nats.aio.msg import Msg
 from redis.asyncio import Redis
 from support import eventually
 
@@ -38,6 +42,7 @@ class Fleet:
     client: openai.AsyncOpenAI
     admin: httpx.AsyncClient
     key_id: str
+    gateway: str
 
     def kill(self, node: str) -> None:
         os.kill(self._pid(node), signal.SIGKILL)
@@ -74,8 +79,8 @@ async def fleet(servers: Servers, database: str) -> AsyncIterator[Fleet]:
         admin_key=admin_key, port=port, probe_after=0.5, probe_timeout=0.5, table_refresh=30,
     )  # fmt: skip
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning",
-                                                ws="none"))  # fmt: skip
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", ws="none",
+                                           http=GatewayHttpProtocol))  # as served  # fmt: skip
     serving = asyncio.create_task(server.serve())
     try:
         for engine in engines.values():
@@ -92,7 +97,7 @@ async def fleet(servers: Servers, database: str) -> AsyncIterator[Fleet]:
             created = (await admin.post("/admin/keys", json={"name": "chaos"})).json()
             client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=created["key"],
                                         max_retries=0)  # fmt: skip
-            yield Fleet(engines, client, admin, created["id"])
+            yield Fleet(engines, client, admin, created["id"], settings.instance_id)
             await client.close()
     finally:
         for engine in engines.values():
@@ -174,8 +179,17 @@ async def test_a_stream_cut_by_a_dying_or_hung_replica_goes_on_from_another(
 
 
 async def test_no_request_fails_when_one_replica_is_killed_and_another_hangs(
-    fleet: Fleet,
+    fleet: Fleet, servers: Servers
 ) -> None:
+    """And both are reported to health, once each however many requests they failed."""
+    nc = await nats.connect(servers.nats_url)
+    reports: list[ReplicaSuspected] = []
+
+    async def heard(msg: Msg) -> None:
+        reports.append(decode(msg.data, ReplicaSuspected)[1])
+
+    await nc.subscribe(f"cic.{ReplicaSuspected.TYPE}.>", cb=heard)
+
     async def ask(i: int) -> str:
         answer = await fleet.client.completions.create(model=MODEL, prompt=f"{PROMPT} {i}",
                                                        max_tokens=20)  # fmt: skip
@@ -189,6 +203,14 @@ async def test_no_request_fails_when_one_replica_is_killed_and_another_hangs(
     answers = await asyncio.gather(*wave)
     assert all(answer.strip() for answer in answers)  # none failed, none empty
     assert len(answers) == 60
+    await eventually(lambda: _reported(reports, {"n1", "n2"}))
+    await nc.close()
+    assert sorted(r.node_id for r in reports) == ["n1", "n2"]
+    assert {r.gateway for r in reports} == {fleet.gateway}
+
+
+async def _reported(reports: list[ReplicaSuspected], nodes: set[str]) -> bool:
+    return {r.node_id for r in reports} >= nodes
 
 
 async def test_a_replica_answering_500_is_passed_over_and_no_request_fails(fleet: Fleet) -> None:

@@ -3,15 +3,16 @@ keeps heartbeating is caught by health's own polls, and routed to again once it 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from cic_common.db import create_pool, migrate
-from cic_common.events import Heartbeat, NodeReady
+from cic_common.events import Heartbeat, NodeReady, ReplicaSuspected
 from cic_common.replicas import ReplicaTable
-from cic_health.adapters.poller import EnginePoller
+from cic_health.adapters.poller import EnginePoller, PollStore
 from cic_health.adapters.store import HealthStore, HeartbeatStore
 from cic_health.domain.verdicts import HealthPolicy
 from cic_health.entrypoints.monitor import HealthMonitor
@@ -93,5 +94,67 @@ async def test_a_hung_engine_is_caught_by_polls_while_its_agent_still_beats(
             os.kill(engine.pid, signal.SIGCONT)
         await engine.close()
         await poller.close()
+        await redis.aclose()
+        await pool.close()
+
+
+async def test_a_suspected_replica_is_polled_at_once_and_only_a_failing_one_leaves(
+    database: str, servers: Servers
+) -> None:
+    """A gateway's report has health poll the engine now, not at its turn: one whose
+    polls fail is out of the table at the next pass; one that answers stays."""
+
+    async def answer_health(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    live = await asyncio.start_server(answer_health, "127.0.0.1", 0)
+    endpoints = {
+        "nlive": f"http://127.0.0.1:{live.sockets[0].getsockname()[1]}",
+        "ngone": f"http://127.0.0.1:{free_port()}",  # nothing listens: refused at once
+    }
+    pool = await create_pool(database)
+    await migrate(pool)
+    redis = Redis.from_url(servers.redis_url)
+    await redis.flushdb()
+    await pool.execute(
+        "INSERT INTO deployments (id, name, model, replicas) VALUES"
+        " ('dsus', 'sus', 'smodel', 2) ON CONFLICT DO NOTHING"
+    )
+    table = ReplicaTable(redis)
+    monitor = HealthMonitor(
+        HealthStore(pool), HeartbeatStore(redis), table, HealthPolicy(),
+        poller=EnginePoller(timeout=0.5), poll_interval=timedelta(hours=1), hurry_spacing=0.05,
+    )  # fmt: skip
+    try:
+        for node, endpoint in endpoints.items():
+            await pool.execute(
+                "INSERT INTO nodes (id, deployment_id, generation, status, spec, backend)"
+                " VALUES ($1, 'dsus', 1, 'initializing', $2, 'local')", node, {"model": "smodel"},
+            )  # fmt: skip
+            ready = NodeReady(node_id=node, endpoint=endpoint, model="smodel")
+            await monitor.on_node_ready(ready, envelope_for(ready))
+            beat = Heartbeat(node_id=node)
+            await monitor.on_heartbeat(beat, envelope_for(beat))
+        await monitor.check(datetime.now(UTC))
+        assert sorted(r.node_id for r in await table.replicas("smodel")) == ["ngone", "nlive"]
+
+        for node in ("nlive", "ngone", "nunknown"):
+            report = ReplicaSuspected(node_id=node, gateway="gw-1", reason="reset")
+            await monitor.on_replica_suspected(report, envelope_for(report))
+        polls = await PollStore(redis).latest(["nlive", "ngone"])
+        assert (polls["nlive"].failures, polls["nlive"].successes) == (0, 1)  # one poll
+        assert polls["ngone"].failures == HealthPolicy().poll_failures_to_fail
+
+        await monitor.check(datetime.now(UTC))  # an hour before any paced poll
+        assert [r.node_id for r in await table.replicas("smodel")] == ["nlive"]
+        statuses = dict(
+            await pool.fetch("SELECT id, status FROM nodes WHERE deployment_id = 'dsus'")
+        )
+        assert statuses == {"nlive": "active", "ngone": "unhealthy"}
+    finally:
+        live.close()
         await redis.aclose()
         await pool.close()

@@ -203,6 +203,19 @@ class NodeLost(Event):
     reason: str = ""
 
 
+class ReplicaSuspected(Event):
+    """A gateway saw the replica fail a request; health polls its engine at once.
+
+    Refused or reset, a 5xx before any answer, or its health check failing while
+    requests waited. The verdict stays health's, from its polls.
+    """
+
+    TYPE: ClassVar[str] = "replica-suspected"
+    node_id: str
+    gateway: str = Field(min_length=1, max_length=128, description="the instance that saw it")
+    reason: str = Field("", max_length=500)
+
+
 class DeploymentChanged(Event):
     """A deployment was created, changed or deleted; ``generation`` bumps on each change."""
 

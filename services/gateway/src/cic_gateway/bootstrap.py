@@ -21,6 +21,7 @@ from starlette.routing import Match, Route
 from cic_gateway.adapters.limits import RateLimiter
 from cic_gateway.adapters.replica_view import ReplicaView
 from cic_gateway.adapters.store import DeploymentStore, KeyStore
+from cic_gateway.adapters.suspects import Suspicions
 from cic_gateway.adapters.upstream import UpstreamClient
 from cic_gateway.adapters.usage import UsageMeter, UsageStore
 from cic_gateway.domain.errors import ApiError, ErrorBody, error_body
@@ -57,7 +58,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             redis, refresh=settings.table_refresh, eject_for=settings.eject_for
         )
         await app.state.replicas.start()
-        await upstream.start(on_stalled=app.state.replicas.eject)
+        app.state.suspicions = Suspicions(bus, settings.instance_id)
+
+        def stalled(node_id: str) -> None:
+            app.state.replicas.eject(node_id)
+            app.state.suspicions.report(node_id, "stopped answering its health check")
+
+        await upstream.start(on_stalled=stalled)
         app.state.policy = policy_named(settings.routing_policy)
         app.state.retry_budget = RetryBudget(settings.retry_ratio)
         app.state.limiter = RateLimiter(redis)
@@ -82,6 +89,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         finally:
             await app.state.usage_meter.drain()
             await app.state.limiter.drain()
+            await app.state.suspicions.drain()
             usage_consumer.stop()
             await consuming
             await app.state.replicas.close()

@@ -8,7 +8,14 @@ from datetime import timedelta
 
 from cic_common.bus import Bus
 from cic_common.db import create_pool, migrate
-from cic_common.events import Heartbeat, NodeDraining, NodeLost, NodeReady, NodeTerminated
+from cic_common.events import (
+    Heartbeat,
+    NodeDraining,
+    NodeLost,
+    NodeReady,
+    NodeTerminated,
+    ReplicaSuspected,
+)
 from cic_common.leases import ShardLeases
 from cic_common.loops import Loop
 from cic_common.replicas import ReplicaTable
@@ -45,6 +52,7 @@ async def run(settings: HealthSettings) -> None:
         store, HeartbeatStore(redis, table), table, policy, poller=poller, shards=shards,
         poll_interval=timedelta(seconds=settings.poll_interval),
         poll_tick=timedelta(seconds=settings.poll_tick),
+        hurry_spacing=settings.suspect_poll_spacing,
     )  # fmt: skip
     loop = Loop("health-check", monitor.due, monitor.check, interval=settings.check_interval)
     polls = Loop("health-poll", monitor.engines.due, monitor.poll, interval=settings.poll_tick)
@@ -61,6 +69,8 @@ async def run(settings: HealthSettings) -> None:
         bus.consumer(NodeTerminated, "health-node-terminated", monitor.on_node_gone,
                      max_deliver=md),
         bus.consumer(NodeLost, "health-node-lost", monitor.on_node_gone, max_deliver=md),
+        bus.consumer(ReplicaSuspected, "health-replica-suspected", monitor.on_replica_suspected,
+                     max_deliver=md, concurrency=8),
         loop,
         polls,
     ]  # fmt: skip

@@ -18,6 +18,9 @@ class HealthSettings(CommonSettings):
     poll_tick: float = Field(
         0.5, gt=0, description="seconds between rounds of polls (spread over the interval)"
     )
+    suspect_poll_spacing: float = Field(
+        0.5, gt=0, description="seconds between the polls of a replica a gateway suspects"
+    )
     shards: int = Field(
         16, ge=1, description="shards of the nodes that health instances share (all alike)"
     )

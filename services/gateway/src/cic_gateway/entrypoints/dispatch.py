@@ -111,9 +111,11 @@ class Dispatch:
         self.state.replicas.in_flight[node_id] -= 1
 
     def failed(self, node_id: str, exc: UpstreamUnavailable) -> None:
-        """``node_id`` failed this request: no more of this instance's requests for a while."""
+        """``node_id`` failed this request: no more of this instance's requests for a
+        while, and health is told."""
         self.finished(node_id)
         self.state.replicas.eject(node_id)
+        self.state.suspicions.report(node_id, str(exc))
         self.last = exc
         log.warning("replica failed; trying another",
                     extra={"node": node_id, "reason": str(exc)})  # fmt: skip

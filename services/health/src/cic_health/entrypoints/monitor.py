@@ -16,6 +16,7 @@ from cic_common.events import (
     NodeReady,
     NodeTerminated,
     PoisonEvent,
+    ReplicaSuspected,
 )
 from cic_common.leases import ShardLeases, shard_of
 from cic_common.lifecycle import NodeStatus
@@ -70,6 +71,7 @@ class HealthMonitor:
         polls: PollStore | None = None,
         poll_interval: timedelta = timedelta(seconds=10),
         poll_tick: timedelta | None = None,
+        hurry_spacing: float = 0.5,
         shards: ShardLeases | None = None,
         wake: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = _utcnow,
@@ -83,6 +85,7 @@ class HealthMonitor:
         self.engines = EnginePolls(
             poller or EnginePoller(), self._polls, table, interval=poll_interval, tick=poll_tick
         )
+        self._hurry_spacing = hurry_spacing
         self._shards = shards
         self._written: dict[str, tuple[object, ...]] = {}
         """What this instance last wrote to the table per node (its routing facts)."""
@@ -113,6 +116,25 @@ class HealthMonitor:
 
     async def on_heartbeat(self, event: Heartbeat, envelope: Envelope) -> None:
         await self.on_heartbeats([(event, envelope)])
+
+    async def on_replica_suspected(self, event: ReplicaSuspected, envelope: Envelope) -> None:
+        """A gateway saw the replica fail: its engine is polled now, as many times as
+        failing takes, until it answers; failed polls wake the pass, which judges them
+        as any others (a replica that answers keeps its place)."""
+        node = await self._store.get(event.node_id)
+        endpoint = node["endpoint"] if node else None
+        if node is None or endpoint is None or NodeStatus(node["status"]) not in _POLLED:
+            return  # not serving (or unknown): nothing to poll
+        record = await self.engines.hurry(event.node_id, endpoint,
+                                          tries=self._policy.poll_failures_to_fail,
+                                          spacing=self._hurry_spacing)  # fmt: skip
+        failing = record is not None and record.failures > 0
+        log.warning("a gateway suspects a replica", extra={
+            "node_id": event.node_id, "gateway": event.gateway, "reason": event.reason,
+            "engine_answers": not failing,
+        })  # fmt: skip
+        if failing:
+            self._wake()
 
     async def on_node_gone(
         self, event: NodeDraining | NodeTerminated | NodeLost, envelope: Envelope

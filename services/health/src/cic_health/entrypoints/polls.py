@@ -59,6 +59,26 @@ class EnginePolls:
         """The loop's fetch: one round, at this instant."""
         return [datetime.now(UTC)]
 
+    async def hurry(
+        self, node_id: str, endpoint: str, *, tries: int, spacing: float
+    ) -> PollRecord | None:
+        """Polls one engine now, out of its rhythm: up to ``tries`` times ``spacing``
+        seconds apart, until it answers. The results count in its streak like any
+        poll's; returns its record after the last."""
+        record = None
+        for attempt in range(tries):
+            if attempt:
+                await asyncio.sleep(spacing)
+            result = await self._poller.poll(endpoint)
+            when = datetime.now(UTC)
+            before = await self._polls.latest([node_id])
+            record = (await self._polls.record({node_id: result}, before, when))[node_id]
+            if node_id in self._polled_at:
+                self._polled_at[node_id] = when.timestamp()
+            if result[0]:
+                break
+        return record
+
     async def poll(self, when: datetime) -> dict[str, PollRecord]:
         """One round; returns the updated records of the engines it polled."""
         now = when.timestamp()
