@@ -66,6 +66,21 @@ async def test_a_request_larger_than_the_whole_limit_still_runs_alone(redis: Red
     assert (await limiter.admit("kbig", 5, tpm=None, reserve=500)).wait == 0  # rpm only
 
 
+async def test_retry_after_covers_a_wait_past_the_end_of_this_window(redis: Redis) -> None:
+    """900 of 1,000 tokens taken: a second 900 cannot fit before this window's count has
+    slid out of the next one far enough (8/9 of a window in), not at this window's end."""
+    window = 600.0
+    limiter = RateLimiter(redis, window_seconds=window)
+    assert (await limiter.admit("kwait", None, tpm=1000, reserve=900)).wait == 0
+    seconds, micros = await redis.time()
+    now_ms = seconds * 1000 + micros // 1000
+    window_ms = int(window * 1000)
+    left_ms = window_ms - now_ms % window_ms
+    wait = (await limiter.admit("kwait", None, tpm=1000, reserve=900)).wait
+    assert wait * 1000 >= left_ms + (1 - 100 / 900) * window_ms - 50
+    assert wait <= 2 * window
+
+
 @pytest.fixture(scope="module")
 async def engine() -> AsyncIterator[str]:
     async with sim_engine(MODEL) as process:

@@ -32,8 +32,12 @@ local function check(base, limit, need)
   local previous = tonumber(redis.call('get', base .. ':' .. (current - 1)) or '0')
   if previous * (1 - into) + count + need <= limit then return end
   local left = window - (now % window)
-  if previous > 0 and limit - need - count >= 0 then
-    left = math.max(1, ((1 - (limit - need - count) / previous) - into) * window)
+  if limit - need - count >= 0 then  -- it fits in this window, once enough of the last slid out
+    if previous > 0 then
+      left = math.max(1, ((1 - (limit - need - count) / previous) - into) * window)
+    end
+  elseif count > 0 then  -- not before this window's count has slid out enough of the next
+    left = left + math.max(0, 1 - (limit - need) / count) * window
   end
   wait = math.max(wait, left)
 end
