@@ -8,7 +8,7 @@ import asyncio
 import pytest
 import uvloop
 from cic_common.resp import RespClient
-from cic_common.scripts import Script
+from cic_common.scripts import Script, close_scripts
 from conftest import Servers
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -69,3 +69,30 @@ def test_the_client_runs_on_uvloop_as_the_services_do(servers: Servers) -> None:
             await redis.aclose()
 
     assert uvloop.run(calls()) == [str(i).encode() for i in range(50)]
+
+
+async def test_the_scripts_on_one_client_share_a_connection_that_closes_with_them(
+    servers: Servers,
+) -> None:
+    redis = Redis.from_url(servers.redis_url)
+    try:
+        first, second = Script(redis, "return 1"), Script(redis, "return 2")
+        assert (await first(), await second()) == (1, 2)
+        named = await redis.client_list()
+        before = len(named)
+        await close_scripts(redis)
+        after = await eventually_fewer(redis, before)
+        assert after == before - 1  # one shared connection, and it is gone
+        assert await first() == 1  # and a script called again simply reconnects
+    finally:
+        await close_scripts(redis)
+        await redis.aclose()
+
+
+async def eventually_fewer(redis: Redis, count: int) -> int:
+    for _ in range(50):
+        now = len(await redis.client_list())
+        if now < count:
+            return now
+        await asyncio.sleep(0.02)
+    return count

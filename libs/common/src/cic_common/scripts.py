@@ -9,6 +9,7 @@ on the gateway's request path; over TLS or a Unix socket, through redis-py.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,18 +19,33 @@ from redis.exceptions import NoScriptError
 
 from cic_common.resp import RespClient
 
-__all__ = ["Script"]
+__all__ = ["Script", "close_scripts"]
+
+_LEAN: weakref.WeakKeyDictionary[Redis, RespClient | None] = weakref.WeakKeyDictionary()
+"""The lean client of each redis-py client, shared by the scripts made on it."""
 
 
 def _lean_client(redis: Redis) -> RespClient | None:
-    """A lean client to the same server as ``redis``, when it is reached over plain TCP."""
+    """A lean client to the same server as ``redis``, when it is reached over plain TCP
+    (one per ``redis``, whatever the number of scripts)."""
+    if redis in _LEAN:
+        return _LEAN[redis]
     pool = redis.connection_pool
-    if pool.connection_class is not Connection:
-        return None
-    options = pool.connection_kwargs
-    return RespClient(options.get("host", "localhost"), int(options.get("port", 6379)),
-                      db=int(options.get("db", 0)), username=options.get("username"),
-                      password=options.get("password"))  # fmt: skip
+    lean = None
+    if pool.connection_class is Connection:
+        options = pool.connection_kwargs
+        lean = RespClient(options.get("host", "localhost"), int(options.get("port", 6379)),
+                          db=int(options.get("db", 0)), username=options.get("username"),
+                          password=options.get("password"))  # fmt: skip
+    _LEAN[redis] = lean
+    return lean
+
+
+async def close_scripts(redis: Redis) -> None:
+    """Close the connection the scripts on ``redis`` share (before closing ``redis``)."""
+    lean = _LEAN.get(redis)
+    if lean is not None:
+        await lean.close()
 
 
 class Script:

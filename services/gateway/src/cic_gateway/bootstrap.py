@@ -11,6 +11,7 @@ from typing import Any
 from cic_common.bus import Bus
 from cic_common.db import create_pool, migrate
 from cic_common.events import UsageRecorded
+from cic_common.scripts import close_scripts
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -95,6 +96,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             await app.state.replicas.close()
             await upstream.close()
             await bus.close()
+            await close_scripts(redis)
             await redis.aclose()
             await pool.close()
 

@@ -19,6 +19,7 @@ from cic_common.events import (
 from cic_common.leases import ShardLeases
 from cic_common.loops import Loop
 from cic_common.replicas import ReplicaTable
+from cic_common.scripts import close_scripts
 from cic_common.service import Part, serve
 from cic_common.signing import NodeAuthenticator
 from redis.asyncio import Redis
@@ -83,5 +84,6 @@ async def run(settings: HealthSettings) -> None:
             log.warning("could not give back the shards; they expire instead", exc_info=True)
         await bus.close()
         await poller.close()
+        await close_scripts(redis)
         await redis.aclose()
         await pool.close()

@@ -8,6 +8,7 @@ from cic_common.bus import Bus
 from cic_common.db import create_pool, migrate
 from cic_common.leases import RedisLease
 from cic_common.loops import Loop
+from cic_common.scripts import close_scripts
 from cic_common.service import serve
 from redis.asyncio import Redis
 
@@ -47,5 +48,6 @@ async def run(settings: ReconcilerSettings) -> None:
         await serve([loop])
     finally:
         await bus.close()
+        await close_scripts(redis)
         await redis.aclose()
         await pool.close()

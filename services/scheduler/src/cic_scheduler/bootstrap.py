@@ -15,6 +15,7 @@ from cic_common.leases import RedisLease
 from cic_common.loops import Loop
 from cic_common.nodes import NodeRepository
 from cic_common.replicas import ReplicaTable
+from cic_common.scripts import close_scripts
 from cic_common.service import Part, serve
 from cic_common.signing import NodeAuthenticator
 from redis.asyncio import Redis
@@ -67,5 +68,6 @@ async def run(settings: SchedulerSettings) -> None:
         await serve(parts)
     finally:
         await bus.close()
+        await close_scripts(redis)
         await redis.aclose()
         await pool.close()
