@@ -178,6 +178,34 @@ async def test_a_stream_cut_by_a_dying_or_hung_replica_goes_on_from_another(
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("choices", [1, 2])
+async def test_a_stream_left_early_or_cut_for_good_is_metered_for_what_it_had(
+    fleet: Fleet, choices: int
+) -> None:
+    """One stream its client leaves after five tokens; one of two choices (not resumed)
+    whose replica dies after five: each is metered for its prompt and what was sent,
+    from the engine's running usage, though no final usage ever came."""
+    stream = await fleet.client.completions.create(
+        model=MODEL, prompt=PROMPT, max_tokens=200, stream=True, n=choices
+    )
+    node = stream.response.headers["x-cic-replica"]
+    pieces = 0
+    async for chunk in stream:
+        assert chunk.usage is None  # the client did not ask: none of the gateway's shows
+        pieces += sum(1 for c in chunk.choices if c.text)
+        if pieces >= 5:
+            if choices == 1:
+                break
+            fleet.kill(node)
+    await stream.close()
+    _, prompt_tokens, _ = await uncut(fleet, next(n for n in fleet.engines if n != node),
+                                      False, 1)  # fmt: skip
+    metered = await eventually(lambda: fleet.usage(requests=1))
+    assert metered is not None
+    assert metered["prompt_tokens"] == prompt_tokens
+    assert pieces <= metered["completion_tokens"] < 200 * choices  # sent, not all it may
+
+
 async def test_no_request_fails_when_one_replica_is_killed_and_another_hangs(
     fleet: Fleet, servers: Servers
 ) -> None:

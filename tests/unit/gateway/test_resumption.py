@@ -129,3 +129,13 @@ def test_the_rest_takes_the_first_parts_id_and_time_and_counts_the_resumed_text(
     assert chunks[-1]["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
     assert splice.usage(Usage(7, 1)) == Usage(5, 3)
     assert splice.usage(None) is None
+
+
+def test_with_the_engines_running_usage_the_whole_stream_counts_exactly() -> None:
+    """The cut part had used 5 prompt and 3 completion tokens by its last event (its
+    text re-tokenises differently, so the continuation's prompt says nothing exact)."""
+    first = Transcript()
+    first.add(chat_chunk("c-first", "", role=True) + chat_chunk("c-first", "ab "))
+    splice = Splice(first.read(), Usage(5, 3))
+    assert splice.usage(Usage(9, 2)) == Usage(5, 5)
+    assert splice.usage(None) == Usage(5, 3)  # cut again before any usage: what it had

@@ -143,6 +143,20 @@ async def test_a_stream_is_server_sent_events_ending_in_done(http: httpx.AsyncCl
     assert chunks[-1]["usage"]["total_tokens"] == 4
 
 
+async def test_continuous_usage_stats_put_the_usage_so_far_in_every_chunk(
+    client: openai.AsyncOpenAI,
+) -> None:
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=3, stream=True,
+        extra_body={"stream_options": {"include_usage": True, "continuous_usage_stats": True}},
+    )  # fmt: skip
+    chunks = [chunk async for chunk in stream]
+    counts = [(c.usage.prompt_tokens, c.usage.completion_tokens) for c in chunks if c.usage]
+    assert len(counts) == len(chunks)  # role, three tokens, finish, the final usage
+    assert counts == [(2, 0), (2, 1), (2, 2), (2, 3), (2, 3), (2, 3)]
+    assert chunks[-1].choices == []
+
+
 async def test_text_completions_work_streamed_and_not(client: openai.AsyncOpenAI) -> None:
     whole = await client.completions.create(model=MODEL, prompt="once upon", max_tokens=4)
     assert whole.object == "text_completion"

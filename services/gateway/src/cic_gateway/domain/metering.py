@@ -1,24 +1,37 @@
 """What a request used, read from the engine's answer as it passes through.
 
-Streamed answers carry their usage only when asked (``stream_options.include_usage``):
-the gateway always asks, and when the client did not, hands on the stream as the engine
-would have sent it without the option — no usage chunk, no ``"usage": null`` in every
-chunk (an unescaped ``"usage"`` key cannot occur inside a JSON string, so dropping those
-bytes never touches generated text).
+Streamed answers carry their usage only when asked (``stream_options``): the gateway
+always asks for it in every chunk (``include_usage`` and vLLM's
+``continuous_usage_stats``), so that a stream cut short or left by its client early is
+metered for what it had, and hands the stream on as the client asked for it — without
+the running usage, or without any (no usage chunk, no ``"usage": null`` in every chunk).
+An unescaped ``"usage"`` key cannot occur inside a JSON string, so cutting those bytes
+never touches generated text.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["DONE", "StreamMeter", "Usage", "reserved_tokens", "usage_of", "with_usage_requested"]
+__all__ = [
+    "DONE", "Asked", "StreamMeter", "Usage", "reserved_tokens", "usage_asked", "usage_of",
+    "with_usage_requested",
+]  # fmt: skip
 
 DONE = b"data: [DONE]\n\n"
 """A stream's last event."""
 
 _NULL_USAGE = (b',"usage":null', b', "usage": null', b'"usage":null,', b'"usage": null, ')
+_USAGE = re.compile(rb'(, ?)?"usage": ?(\{(?:[^{}]|\{[^{}]*\})*\})')
+"""A usage object (its counts may hold one level of details), with the comma before it."""
+_NO_CHOICES = (b'"choices":[]', b'"choices": []')
+
+Asked = Literal["none", "final", "running"]
+"""The usage a streaming client asked for: none, the last chunk's (``include_usage``), or
+every chunk's as well (``continuous_usage_stats``)."""
 
 
 @dataclass(frozen=True)
@@ -36,15 +49,21 @@ def usage_of(body: bytes) -> Usage | None:
     return _usage(parsed.get("usage")) if isinstance(parsed, dict) else None
 
 
+def usage_asked(request: dict[str, Any]) -> Asked:
+    options = request.get("stream_options")
+    if not isinstance(options, dict) or options.get("include_usage") is not True:
+        return "none"
+    return "running" if options.get("continuous_usage_stats") is True else "final"
+
+
 def with_usage_requested(request: dict[str, Any]) -> dict[str, Any] | None:
-    """For a streamed request whose client did not ask for its usage: the request to send
-    upstream instead, asking for it. None: send the client's as it is."""
-    if request.get("stream") is not True:
+    """For a streamed request whose client did not ask for its usage in every chunk: the
+    request to send upstream instead, asking for it. None: send the client's as it is."""
+    if request.get("stream") is not True or usage_asked(request) == "running":
         return None
     options = request.get("stream_options")
-    if isinstance(options, dict) and options.get("include_usage") is True:
-        return None
-    asked = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    asked = {**(options if isinstance(options, dict) else {}), "include_usage": True,
+             "continuous_usage_stats": True}  # fmt: skip
     return {**request, "stream_options": asked}
 
 
@@ -59,15 +78,27 @@ def reserved_tokens(request: dict[str, Any], size: int, unbounded: int) -> int:
 
 
 class StreamMeter:
-    """Follows a server-sent event stream, event by event, keeping its usage; with
-    ``strip``, removes what asking for the usage added."""
+    """Follows a server-sent event stream, event by event, keeping its usage (the final
+    one, or else the last running one), and removes what the client did not ask for."""
 
-    def __init__(self, strip: bool) -> None:
-        self._strip = strip
+    def __init__(self, asked: Asked = "running") -> None:
+        self._asked = asked
         self._pending = b""
-        self.usage: Usage | None = None
+        self._final: Usage | None = None
+        self._running = b""
         self.done = False
         """The stream's last event has come."""
+
+    @property
+    def usage(self) -> Usage | None:
+        """The stream's usage: its final count, or what it had used by the last event
+        passed on (a stream cut or left early); None if the engine gave neither."""
+        if self._final is not None or not self._running:
+            return self._final
+        try:
+            return _usage(json.loads(self._running))
+        except ValueError:
+            return None
 
     def feed(self, data: bytes) -> bytes:
         """The complete events of what has arrived so far, to pass on."""
@@ -85,22 +116,25 @@ class StreamMeter:
         return rest
 
     def _event(self, event: bytes) -> bytes:
-        if b'"usage":{' in event or b'"usage": {' in event:
-            data = event.strip().removeprefix(b"data:").strip()
+        found = _USAGE.search(event)
+        if found is None:
+            if self._asked == "none":
+                for added in _NULL_USAGE:
+                    event = event.replace(added, b"")
+            return event
+        if any(marker in event for marker in _NO_CHOICES):  # the last chunk: only the usage
             try:
-                parsed = json.loads(data)
+                self._final = _usage(json.loads(found.group(2)))
             except ValueError:
                 return event
-            found = _usage(parsed.get("usage")) if isinstance(parsed, dict) else None
-            if found is not None:
-                self.usage = found
-                if self._strip and not parsed.get("choices"):
-                    return b""  # the usage chunk the client did not ask for
+            return b"" if self._asked == "none" and self._final is not None else event
+        self._running = found.group(2)  # read only if the stream ends without a final one
+        if self._asked == "running":
             return event
-        if self._strip:
-            for added in _NULL_USAGE:
-                event = event.replace(added, b"")
-        return event
+        start, end = found.span()
+        if found.group(1) is None and event[end : end + 1] == b",":
+            end += 1  # the first key: the comma after it goes instead
+        return event[:start] + event[end:]
 
 
 def _usage(raw: object) -> Usage | None:

@@ -8,9 +8,11 @@ reduced by the tokens already sent. The next replica's events are then made to l
 the first one's: the same ``id`` and ``created``, no second chat role chunk, and a usage
 that counts the resumed text as completion, not prompt.
 
-Token counts are those of the events: one event per generated token, as vLLM streams
-them. The prompt tokens of a resumed stream are the continuation's minus the tokens
-already sent, which is exact when the text re-tokenises as it was generated.
+Token counts are the engine's running usage (the gateway asks for it in every chunk):
+the tokens generated before the cut, and the first request's prompt tokens; the whole
+stream's usage is that prompt and those tokens plus the continuation's. From an engine
+that gives no running usage, they are counted from the events (one per generated token,
+as vLLM streams them), and the prompt is the continuation's less the tokens sent.
 """
 
 from __future__ import annotations
@@ -125,12 +127,18 @@ def continuation(request: dict[str, Any], chat: bool, progress: Progress) -> byt
 class Splice:
     """Rewrites a continuation's events as the rest of the first stream."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, before: Usage | None = None) -> None:
         self._progress = progress
+        self._before = before
+        """What the stream had used when it was cut (the engine's running usage)."""
         self._ident: bytes | None = None
 
     def usage(self, usage: Usage | None) -> Usage | None:
         """The whole stream's usage, from the continuation's."""
+        before = self._before
+        if before is not None:
+            more = usage.completion_tokens if usage is not None else 0
+            return Usage(before.prompt_tokens, before.completion_tokens + more)
         if usage is None:
             return None
         sent = self._progress.tokens

@@ -15,7 +15,7 @@ from cic_gateway.adapters.replica_view import ReplicaView
 from cic_gateway.adapters.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnavailable
 from cic_gateway.adapters.usage import UsageMeter
 from cic_gateway.domain.errors import ApiError
-from cic_gateway.domain.metering import Usage
+from cic_gateway.domain.metering import Asked, Usage
 from cic_gateway.domain.retry_budget import RetryBudget
 from cic_gateway.domain.routing import choose_replica
 
@@ -32,8 +32,8 @@ class Metering:
     key_id: str
     model: str
     meter: UsageMeter
-    strip_usage: bool
-    """The gateway asked the engine for the stream's usage; the client did not."""
+    asked: Asked
+    """The usage the client asked for in its stream (the engine is asked for all of it)."""
     settle: Callable[[int], None] | None = None
     """Given the tokens the request used, settles what its key's token limit reserved."""
 

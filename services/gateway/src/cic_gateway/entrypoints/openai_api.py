@@ -15,7 +15,7 @@ from cic_gateway.adapters.limits import RateLimiter
 from cic_gateway.adapters.replica_view import ReplicaView
 from cic_gateway.adapters.store import ApiKey
 from cic_gateway.domain.errors import ApiError
-from cic_gateway.domain.metering import reserved_tokens, with_usage_requested
+from cic_gateway.domain.metering import reserved_tokens, usage_asked, with_usage_requested
 from cic_gateway.domain.routing import Policy, affinity_key
 from cic_gateway.entrypoints.auth import require_key
 from cic_gateway.entrypoints.dispatch import Dispatch, Metering
@@ -102,7 +102,7 @@ async def proxy(request: Request, key: ApiKey, path: str) -> Response:
     settle = await _admit(state.limiter, key, parsed, len(body), state.settings)
     asking = with_usage_requested(parsed)
     metering = Metering(new_request_id(), key.id, model, state.usage_meter,
-                        strip_usage=asking is not None, settle=settle)  # fmt: skip
+                        asked=usage_asked(parsed), settle=settle)  # fmt: skip
     settings: GatewaySettings = state.settings
     policy: Policy = state.policy
     affinity = affinity_key(policy.affinity, parsed, request.headers.get(settings.session_header),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import Response
@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from cic_gateway.adapters.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnavailable
 from cic_gateway.domain.errors import ApiError, error_body
-from cic_gateway.domain.metering import DONE, StreamMeter, usage_of
+from cic_gateway.domain.metering import DONE, StreamMeter, Usage, usage_of
 from cic_gateway.domain.resumption import Splice, Transcript, continuation, resumable
 from cic_gateway.entrypoints.dispatch import Dispatch, Metering
 
@@ -75,15 +75,14 @@ async def _stream(
     dispatch: Dispatch, forward: Forward, upstream: UpstreamResponse, node: str
 ) -> AsyncIterator[bytes]:
     """The stream, event by event; if its replica dies before the end, the rest comes
-    from another one. Its usage is recorded when the engine said it (at the end); a
-    stream cut or left early keeps its reserved tokens counted instead."""
+    from another one. Its usage is recorded once it ends: the engine's count, or for a
+    stream cut or left early, what it had used by the last event passed on."""
     transcript = Transcript() if resumable(forward.request, forward.chat) else None
     splice: Splice | None = None
-    usage = None
+    follower = StreamMeter(forward.metering.asked)
     holding = True  # ``node`` still counts this request in flight
     try:
         while True:
-            follower = StreamMeter(strip=forward.metering.strip_usage)
             try:
                 async for chunk in upstream.chunks():
                     events = follower.feed(chunk)
@@ -99,26 +98,28 @@ async def _stream(
                 cut: UpstreamUnavailable | None = None
             except UpstreamUnavailable as exc:
                 cut = exc
-            usage = splice.usage(follower.usage) if splice else follower.usage
             holding = False
             if follower.done or isinstance(cut, UpstreamTimeout):
                 dispatch.finished(node)  # the end, or the stream's time is up (not resumed)
                 return
             dispatch.failed(node, cut or UpstreamUnavailable("the stream ended early"))
-            resumed = await _resume(dispatch, forward, transcript)
+            sent = splice.usage(follower.usage) if splice else follower.usage
+            resumed = await _resume(dispatch, forward, transcript, sent)
             if isinstance(resumed, bytes):
                 yield resumed
             if not isinstance(resumed, tuple):
                 return
             (upstream, node, splice), holding = resumed, True
+            follower = StreamMeter(forward.metering.asked)
     finally:
         if holding:
             dispatch.finished(node)
+        usage = splice.usage(follower.usage) if splice else follower.usage
         forward.metering.record(node, usage, streamed=True)
 
 
 async def _resume(
-    dispatch: Dispatch, forward: Forward, transcript: Transcript | None
+    dispatch: Dispatch, forward: Forward, transcript: Transcript | None, sent: Usage | None
 ) -> tuple[UpstreamResponse, str, Splice] | bytes | None:
     """The rest of a cut stream from another replica; its last event when only that was
     missing; or None: the stream ends here, cut."""
@@ -129,6 +130,8 @@ async def _resume(
     progress = transcript.read()
     if progress.finished:
         return DONE
+    if sent is not None:  # the engine's count of the tokens sent, rather than the events'
+        progress = replace(progress, tokens=sent.completion_tokens)
     body = continuation(forward.request, forward.chat, progress)
     if body is None:
         return DONE
@@ -149,4 +152,4 @@ async def _resume(
         log.warning("a replica refused to resume a stream", extra={"node": node, "answer": answer})
         return None
     log.info("resuming a cut stream", extra={"node": node, "tokens_sent": progress.tokens})
-    return upstream, node, Splice(progress)
+    return upstream, node, Splice(progress, sent)

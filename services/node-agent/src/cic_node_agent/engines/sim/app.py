@@ -157,7 +157,9 @@ def create_app(config: SimConfig) -> Starlette:
         ]
         reply = Reply.new(chat, body.model, answers, prompt)
         if body.stream:
-            return _ClosingStream(engine.stream(reply, arrival, body.wants_usage()))
+            return _ClosingStream(
+                engine.stream(reply, arrival, body.wants_usage(), body.wants_running_usage())
+            )
         await engine.complete(reply, arrival)
         return JSONResponse(reply.whole())
 

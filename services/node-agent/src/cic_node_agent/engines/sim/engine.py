@@ -73,16 +73,21 @@ class SimEngine:
                     generated=0)  # fmt: skip
 
     async def stream(
-        self, reply: Reply, arrival: float, include_usage: bool
+        self, reply: Reply, arrival: float, include_usage: bool, running: bool = False
     ) -> AsyncGenerator[bytes, None]:
         """Server-sent events: the role (chat), tokens of every choice interleaved step by
-        step, each choice's closing chunk, the usage if asked, then ``[DONE]``."""
+        step, each choice's closing chunk, the usage if asked, then ``[DONE]``. With
+        ``running``, each chunk carries the usage so far (as vLLM's
+        ``continuous_usage_stats``)."""
         load, latency, switch = self.load, self.latency, self.switch
         extra: dict[str, Any] = {"usage": None} if include_usage else {}
+        generated = 0
         answers = reply.answers
         await load.enter(reply.prompt, arrival)
         done = False
         try:
+            if running:
+                extra = {"usage": reply.usage(0)}
             if reply.chat:
                 for index in range(len(answers)):
                     yield sse({**reply.chunk(index, "", role=True), **extra})
@@ -103,8 +108,13 @@ class SimEngine:
                 for index, answer in enumerate(answers):
                     if step < answer.generated:
                         load.generation_tokens += 1
+                        generated += 1
+                        if running:
+                            extra = {"usage": reply.usage(generated)}
                         if step < len(answer.pieces):
                             yield sse({**reply.chunk(index, answer.pieces[step]), **extra})
+            if running:
+                extra = {"usage": reply.usage()}
             for index, answer in enumerate(answers):
                 closing = reply.chunk(index, None, finish=answer.finish_reason)
                 yield sse({**closing, **extra})

@@ -32,6 +32,7 @@ MAX_CHOICES = 128
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
     include_usage: bool | None = False
+    continuous_usage_stats: bool | None = False
 
 
 class _Request(BaseModel):
@@ -57,6 +58,11 @@ class _Request(BaseModel):
 
     def wants_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    def wants_running_usage(self) -> bool:
+        """Usage in every chunk (vLLM's ``continuous_usage_stats``, with ``include_usage``)."""
+        options = self.stream_options
+        return bool(options and options.include_usage and options.continuous_usage_stats)
 
     def choices(self) -> int:
         return self.n or 1

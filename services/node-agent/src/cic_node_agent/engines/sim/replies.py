@@ -52,8 +52,9 @@ class Reply:
         """The request's, for the metrics: its first choice's."""
         return self.answers[0].finish_reason
 
-    def usage(self) -> dict[str, int]:
-        generated = self.generated
+    def usage(self, generated: int | None = None) -> dict[str, int]:
+        """The request's usage; with ``generated``, as it stands after that many tokens."""
+        generated = self.generated if generated is None else generated
         return {
             "prompt_tokens": self.prompt,
             "completion_tokens": generated,
