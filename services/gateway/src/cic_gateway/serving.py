@@ -1,21 +1,184 @@
-"""uvicorn's HTTP protocol, with each connection's writes gathered per loop turn.
+"""uvicorn's HTTP protocol with a lane of the gateway's own for the proxied routes.
 
-uvicorn writes an answer's head and its body (and each chunk of a stream) with a system
-call each; behind a proxy that is a large share of the CPU per request. Gathered
-(``cic_common.coalesce``), a whole answer leaves in one call.
+Per request, ASGI costs more than proxying does: uvicorn builds a scope and a cycle,
+runs the app in a task that passes messages through ``receive`` and ``send``, and
+Starlette makes request and response objects around them. A ``POST`` to one of the
+proxied routes (``openai_api.PROXIED``) therefore goes from uvicorn's parser straight
+to ``openai_api.answer``, and its answer is written as bytes: the head and a whole body
+in one write, a stream in chunked encoding with the transport's flow control. Anything
+else — other routes, a pipelined request, ``Expect: 100-continue``, an upgrade — is
+served by uvicorn and the ASGI app as before; the lane stands in for uvicorn's cycle
+meanwhile, so uvicorn queues a pipelined request behind it and marks it disconnected.
+
+Each connection's writes are also gathered per loop turn (``cic_common.coalesce``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, cast
 
 from cic_common.coalesce import Coalescing
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from cic_gateway.domain.errors import ApiError, error_body
+from cic_gateway.entrypoints.auth import key_of
+from cic_gateway.entrypoints.fast_path import GatewayApp
+from cic_gateway.entrypoints.openai_api import PROXIED, answer
+from cic_gateway.entrypoints.relay import Answer
 
 __all__ = ["GatewayHttpProtocol"]
+
+log = logging.getLogger(__name__)
+_LANE = frozenset(path.encode() for path in PROXIED)
+
+
+class _Quiet:
+    def set(self) -> None:
+        """uvicorn wakes its cycle's reader with this; the lane has none waiting."""
+
+
+class _Lane:
+    """A request the lane serves, and uvicorn's stand-in cycle while it does."""
+
+    __slots__ = ("body", "disconnected", "headers", "keep_alive", "path", "response_complete",
+                 "size", "too_large")  # fmt: skip
+    message_event = _Quiet()
+
+    def __init__(self, path: str, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
+        self.path = path
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.body: list[bytes] = []
+        self.size = 0
+        self.too_large = False
+        self.response_complete = False
+        self.disconnected = False
+
+    def header(self) -> Callable[[str], str | None]:
+        found = {n.decode("latin-1"): v.decode("latin-1") for n, v in self.headers}
+        return found.get
+
+
+def _gateway_of(app: Any) -> GatewayApp | None:
+    """The gateway app under whatever middleware uvicorn wrapped it in."""
+    for _ in range(8):
+        if isinstance(app, GatewayApp):
+            return app
+        app = getattr(app, "app", None)
+    return None
+
+
+def _error(exc: ApiError) -> Answer:
+    body = json.dumps(error_body(exc.status, exc.message, exc.code, exc.param)).encode()
+    headers = {"retry-after": str(exc.retry_after)} if exc.retry_after else {}
+    return Answer(exc.status, "application/json", headers, body)
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(cast(asyncio.Transport, Coalescing(transport, self.loop)))
+        self._lane: _Lane | None = None
+        """The request being read into the lane."""
+        self._gateway = _gateway_of(self.app)
+
+    def on_headers_complete(self) -> None:
+        lane = self._take()
+        if lane is None:
+            super().on_headers_complete()
+            return
+        self._lane = self.cycle = lane  # type: ignore[assignment]
+
+    def _take(self) -> _Lane | None:
+        """A lane for this request, if it is one the lane serves alone."""
+        if self._gateway is None or self.expect_100_continue or self.pipeline:
+            return None
+        if self.cycle is not None and not self.cycle.response_complete:
+            return None  # pipelined behind an answer under way: uvicorn queues it
+        path = self.url.partition(b"?")[0]
+        if path not in _LANE or self.parser.get_method() != b"POST":
+            return None
+        if self.parser.should_upgrade():
+            return None
+        return _Lane(path.decode(), self.headers, self.parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        lane = self._lane
+        if lane is None:
+            super().on_body(body)
+            return
+        if lane.too_large:
+            return
+        lane.size += len(body)
+        assert self._gateway is not None
+        if lane.size > self._gateway.state.settings.max_body_bytes:
+            lane.too_large, lane.body = True, []
+        else:
+            lane.body.append(body)
+
+    def on_message_complete(self) -> None:
+        lane = self._lane
+        if lane is None:
+            super().on_message_complete()
+            return
+        self._lane = None
+        task = self.loop.create_task(self._serve(lane))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    async def _serve(self, lane: _Lane) -> None:
+        assert self._gateway is not None
+        state = self._gateway.state
+        try:
+            if lane.too_large:
+                limit = state.settings.max_body_bytes
+                raise ApiError(413, f"request body exceeds {limit} bytes")
+            header = lane.header()
+            key = await key_of(state.keys, header("authorization"))
+            found = await answer(state, key, lane.path, b"".join(lane.body), header)
+        except ApiError as exc:
+            found = _error(exc)
+        except Exception:
+            log.exception("a request failed", extra={"path": lane.path})
+            found = _error(ApiError(500, "internal error"))
+        try:
+            await self._write(lane, found)
+        except Exception:
+            log.exception("an answer could not be written", extra={"path": lane.path})
+            lane.keep_alive = False
+        finally:
+            lane.response_complete = True
+            if not lane.keep_alive:
+                self.transport.close()
+            self.on_response_complete()
+
+    async def _write(self, lane: _Lane, found: Answer) -> None:
+        head = [STATUS_LINE[found.status]]
+        head += [b"%s: %s\r\n" % pair for pair in self.server_state.default_headers]
+        head.append(b"content-type: %s\r\n" % found.media_type.encode("latin-1"))
+        head += [f"{name}: {value}\r\n".encode("latin-1") for name, value in found.headers.items()]
+        if not lane.keep_alive:
+            head.append(b"connection: close\r\n")
+        transport = self.transport
+        if found.stream is None:
+            head.append(b"content-length: %d\r\n\r\n" % len(found.body))
+            transport.write(b"".join(head) + found.body)
+            return
+        head.append(b"transfer-encoding: chunked\r\n\r\n")
+        transport.write(b"".join(head))
+        stream = found.stream
+        try:
+            async for chunk in stream:
+                if lane.disconnected or transport.is_closing():
+                    lane.keep_alive = False
+                    return  # the client left: the stream is closed, and with it the upstream
+                if chunk:
+                    transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                if self.flow.write_paused:
+                    await self.flow.drain()
+            transport.write(b"0\r\n\r\n")
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from cic_gateway.adapters.store import ApiKey
+from cic_gateway.adapters.store import ApiKey, KeyStore
 from cic_gateway.domain.errors import ApiError
 from cic_gateway.domain.keys import parse_key
 
@@ -25,19 +25,20 @@ async def require_key(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiKey:
     """Any live key; 401 otherwise."""
-    return await key_of(request, f"Bearer {credentials.credentials}" if credentials else None)
+    bearer = f"Bearer {credentials.credentials}" if credentials else None
+    return await key_of(request.app.state.keys, bearer)
 
 
-async def key_of(request: Request, authorization: str | None) -> ApiKey:
+async def key_of(keys: KeyStore, authorization: str | None) -> ApiKey:
     """The live key of an ``Authorization`` header; 401 otherwise."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'")
     parsed = parse_key(token.strip())
-    key = await request.app.state.keys.authenticate(parsed) if parsed else None
+    key = await keys.authenticate(parsed) if parsed else None
     if key is None:
         raise ApiError(401, "invalid or revoked API key", code="invalid_api_key")
-    return key  # type: ignore[no-any-return]
+    return key
 
 
 async def require_admin(key: Annotated[ApiKey, Depends(require_key)]) -> ApiKey:

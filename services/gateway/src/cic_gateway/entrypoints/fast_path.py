@@ -44,7 +44,7 @@ class GatewayApp(FastAPI):
         request = Request(scope, receive)
         response: Response
         try:
-            key = await key_of(request, request.headers.get("authorization"))
+            key = await key_of(self.state.keys, request.headers.get("authorization"))
             response = await proxy(request, key, scope["path"])
         except ApiError as exc:
             response = error_response(exc)

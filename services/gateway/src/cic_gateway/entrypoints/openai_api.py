@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from cic_common.ids import new_request_id
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
 
 from cic_gateway.adapters.limits import RateLimiter
 from cic_gateway.adapters.replica_view import ReplicaView
@@ -20,10 +21,10 @@ from cic_gateway.domain.routing import Policy, affinity_key
 from cic_gateway.entrypoints.auth import require_key
 from cic_gateway.entrypoints.dispatch import Dispatch, Metering
 from cic_gateway.entrypoints.openai_schema import CHAT, COMPLETION, EMBEDDING, operation
-from cic_gateway.entrypoints.relay import Forward, forward
+from cic_gateway.entrypoints.relay import Answer, Forward, forward
 from cic_gateway.settings import GatewaySettings
 
-__all__ = ["PROXIED", "proxy", "router"]
+__all__ = ["PROXIED", "answer", "as_response", "proxy", "read_body", "router"]
 
 PROXIED = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 """The routes whose requests go to a replica (see ``fast_path``)."""
@@ -63,7 +64,8 @@ async def embeddings(request: Request, key: UserKey) -> Response:
     return await proxy(request, key, "/v1/embeddings")
 
 
-async def _read_body(request: Request) -> tuple[bytes, dict[str, Any]]:
+async def read_body(request: Request) -> bytes:
+    """The body of an ASGI request, refused (413) past the size limit."""
     limit: int = request.app.state.settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -73,24 +75,38 @@ async def _read_body(request: Request) -> tuple[bytes, dict[str, Any]]:
         body += chunk
         if len(body) > limit:
             raise ApiError(413, f"request body exceeds {limit} bytes")
+    return bytes(body)
+
+
+async def proxy(request: Request, key: ApiKey, path: str) -> Response:
+    """Authenticated ``request`` to ``path`` of a replica of its model, answered."""
+    body = await read_body(request)
+    return as_response(await answer(request.app.state, key, path, body, request.headers.get))
+
+
+def as_response(found: Answer) -> Response:
+    if found.stream is not None:
+        return StreamingResponse(found.stream, found.status, found.headers,
+                                 media_type=found.media_type)  # fmt: skip
+    return Response(found.body, found.status, found.headers, media_type=found.media_type)
+
+
+async def answer(
+    state: Any, key: ApiKey, path: str, body: bytes, header: Callable[[str], str | None]
+) -> Answer:
+    """``body``, sent by ``key`` to ``path``, answered by a replica of its model
+    (``state``: the app's; ``header``: the request's headers by lower-case name)."""
     try:
         parsed = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from exc
     if not isinstance(parsed, dict):
         raise ApiError(400, "request body must be a JSON object")
-    return bytes(body), parsed
-
-
-async def proxy(request: Request, key: ApiKey, path: str) -> Response:
-    """Authenticated ``request`` to ``path`` of a replica of its model, answered."""
-    body, parsed = await _read_body(request)
     model = parsed.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(400, "'model' is required and must be a string", param="model")
     if not isinstance(parsed.get("stream", False), bool):
         raise ApiError(400, "'stream' must be a boolean", param="stream")
-    state = request.app.state
     _check_limits(parsed, state.settings)
     if not key.may_use(model):
         raise ApiError(403, f"this key may not use model {model!r}", code="model_not_allowed")
@@ -105,7 +121,7 @@ async def proxy(request: Request, key: ApiKey, path: str) -> Response:
                         asked=usage_asked(parsed), settle=settle)  # fmt: skip
     settings: GatewaySettings = state.settings
     policy: Policy = state.policy
-    affinity = affinity_key(policy.affinity, parsed, request.headers.get(settings.session_header),
+    affinity = affinity_key(policy.affinity, parsed, header(settings.session_header),
                             settings.prefix_chars)  # fmt: skip
     dispatch = Dispatch(state, model, path, affinity)
     sent = body if asking is None else json.dumps(asking).encode()

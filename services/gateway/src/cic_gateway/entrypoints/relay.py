@@ -9,16 +9,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fastapi import Response
-from fastapi.responses import StreamingResponse
-
 from cic_gateway.adapters.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnavailable
 from cic_gateway.domain.errors import ApiError, error_body
 from cic_gateway.domain.metering import DONE, StreamMeter, Usage, usage_of
 from cic_gateway.domain.resumption import Splice, Transcript, continuation, resumable
 from cic_gateway.entrypoints.dispatch import Dispatch, Metering
 
-__all__ = ["Forward", "forward"]
+__all__ = ["Answer", "Forward", "forward"]
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +31,29 @@ class Forward:
     metering: Metering
 
 
-async def forward(dispatch: Dispatch, forward: Forward) -> Response:
+@dataclass(frozen=True)
+class Answer:
+    """What the client gets: a whole body, or a stream (whoever serves it, ASGI or the
+    gateway's own HTTP lane: see ``serving``)."""
+
+    status: int
+    media_type: str
+    headers: dict[str, str]
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+
+
+async def forward(dispatch: Dispatch, forward: Forward) -> Answer:
     """The client's answer from the first replica that gives one."""
     upstream, node = await dispatch.send(forward.body)
     headers = {"x-request-id": forward.metering.request_id}
     while True:
         if upstream.content_type.startswith("text/event-stream"):
-            return StreamingResponse(
-                _stream(dispatch, forward, upstream, node),
-                status_code=upstream.status,
-                media_type="text/event-stream",
-                headers={**headers, "x-cic-replica": node, "cache-control": "no-cache"},
-            )
+            return Answer(
+                upstream.status, "text/event-stream",
+                {**headers, "x-cic-replica": node, "cache-control": "no-cache"},
+                stream=_stream(dispatch, forward, upstream, node),
+            )  # fmt: skip
         try:
             content = await upstream.read()
         except UpstreamTimeout as exc:  # the request's own time is up: no other try
@@ -67,8 +75,7 @@ async def forward(dispatch: Dispatch, forward: Forward) -> Response:
             wrapped = error_body(upstream.status, f"the replica answered: {text}")
             content = json.dumps(wrapped).encode()
             media_type = "application/json"
-        return Response(content, upstream.status, {**headers, "x-cic-replica": node},
-                        media_type=media_type)  # fmt: skip
+        return Answer(upstream.status, media_type, {**headers, "x-cic-replica": node}, content)
 
 
 async def _stream(
