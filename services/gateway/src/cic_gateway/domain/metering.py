@@ -41,12 +41,15 @@ class Usage:
 
 
 def usage_of(body: bytes) -> Usage | None:
-    """The usage of a whole (not streamed) answer, when it has one."""
+    """The usage of a whole (not streamed) answer, when it has one (read from its usage
+    object alone: the answer's text is never parsed for it)."""
+    found = _USAGE.search(body)
+    if found is None:
+        return None
     try:
-        parsed = json.loads(body)
+        return _usage(json.loads(found.group(2)))
     except ValueError:
         return None
-    return _usage(parsed.get("usage")) if isinstance(parsed, dict) else None
 
 
 def usage_asked(request: dict[str, Any]) -> Asked:
