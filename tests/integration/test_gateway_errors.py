@@ -1,7 +1,7 @@
 """The gateway's refusals as the official ``openai`` client sees them: each status the
 API promises maps to the client's exception for it, with OpenAI's code and param, and a
 Retry-After where waiting helps. (test_gateway_api.py checks the same statuses on the
-wire; 429 through the client is in test_gateway_routing.py, 504 in the failover tests.)"""
+wire; 429 through the client is in test_gateway_routing.py, 504 in test_gateway_lane.py.)"""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from support import eventually, sim_engine
 
 MODEL = "lane-model"
+SLOW = "lane-slow-model"
 
 
 @dataclass
@@ -43,14 +44,14 @@ class Served:
 
 @pytest.fixture(scope="module")
 async def served(servers: Servers, database: str) -> AsyncIterator[Served]:
-    async with sim_engine(MODEL) as engine:
+    async with sim_engine(MODEL) as engine, sim_engine(SLOW, token_delay=0.05) as slow:
         redis = Redis.from_url(servers.redis_url)
         await redis.flushdb()
         admin_key, _ = generate_key()
         port = free_port()
         settings = GatewaySettings(nats_url=servers.nats_url, postgres_dsn=database,
                                    redis_url=servers.redis_url, admin_key=admin_key, port=port,
-                                   max_body_bytes=4096)  # fmt: skip
+                                   max_body_bytes=4096, upstream_timeout=1.5)  # fmt: skip
         app = create_app(settings)
         config = uvicorn.Config(app, port=port, log_level="warning", ws="none",
                                 http=GatewayHttpProtocol)  # fmt: skip
@@ -59,7 +60,8 @@ async def served(servers: Servers, database: str) -> AsyncIterator[Served]:
         try:
             replica = Replica(node_id="l1", deployment_id="dlane", model=MODEL,
                               endpoint=engine.base_url)  # fmt: skip
-            await ReplicaTable(redis).apply([replica], [])
+            crawl = Replica(node_id="s1", deployment_id="dslow", model=SLOW, endpoint=slow.base_url)
+            await ReplicaTable(redis).apply([replica, crawl], [])
             await eventually(lambda: _routes(app, server))
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as admin:
                 admin.headers["Authorization"] = f"Bearer {admin_key}"
@@ -72,7 +74,10 @@ async def served(servers: Servers, database: str) -> AsyncIterator[Served]:
 
 
 async def _routes(app: object, server: uvicorn.Server) -> bool:
-    return server.started and bool(app.state.replicas.replicas(MODEL))  # type: ignore[attr-defined]
+    if not server.started:
+        return False
+    view = app.state.replicas  # type: ignore[attr-defined]
+    return bool(view.replicas(MODEL)) and bool(view.replicas(SLOW))
 
 
 @dataclass
@@ -190,3 +195,21 @@ async def test_a_request_without_a_key_is_refused_with_401(served: Served) -> No
     (reply,), _ = await exchange(served, data)
     assert reply.status == 401
     assert "missing API key" in str(reply.json()["error"])
+
+
+async def test_an_answer_past_its_time_is_a_504_and_its_replica_keeps_its_place(
+    served: Served,
+) -> None:
+    """Generating 100 tokens takes 5 s, the gateway allows 1.5: the request's own time
+    is up, which is no fault of the replica's (it is not ejected; a stream just ends)."""
+    slow = {"model": SLOW, "prompt": "spot", "max_tokens": 100}
+    (late,), _ = await exchange(served, served.request(slow))
+    assert late.status == 504
+    error = late.json()["error"]
+    assert isinstance(error, dict)
+    assert error["message"].endswith("answered in time: the request's time is up")
+    (cut,), _ = await exchange(served, served.request({**slow, "stream": True}))
+    assert cut.status == 200
+    assert b"data: [DONE]" not in cut.body  # ended where the time ran out, not resumed
+    (quick,), _ = await exchange(served, served.request({**slow, "max_tokens": 1}))
+    assert (quick.status, quick.headers["x-cic-replica"]) == (200, "s1")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from cic_gateway.adapters.http1 import Disconnected, Exchange
+from cic_gateway.adapters.http1 import Disconnected, Exchange, Expired
 from cic_gateway.adapters.watchdog import Watchdog
 
 
@@ -68,3 +68,16 @@ async def test_abandoning_a_finished_wait_does_not_break_the_round() -> None:
     assert dog.abandoned == 2
     with pytest.raises(Disconnected, match="aborted"):  # its reader wakes at once
         await second.exchange.read()
+
+
+async def test_a_try_whose_time_is_up_ends_as_expired_without_a_probe() -> None:
+    probes = Probes(dead=set())
+    dog = Watchdog(probes, probe_after=100.0)
+    late, fine = dog.watch("a", "http://a", deadline=10.0), dog.watch("a", "http://a", 20.0)
+    late.exchange, fine.exchange = Exchange(), Exchange()
+    await dog.check(now=10.0)
+    assert probes.asked == []  # nothing waited probe_after: no probe
+    assert (late.abandoned, fine.abandoned) == (False, False)  # not the replica's fault
+    with pytest.raises(Expired):
+        await late.exchange.read()
+    assert not fine.exchange.aborted

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 from cic_common.bus import Bus
@@ -108,6 +109,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    # What the lifespan wires, read many times a request: plain attributes (Starlette's
+    # State looks each one up through a Python method).
+    app.state = SimpleNamespace()  # type: ignore[assignment]
     app.include_router(openai_api.router)
     app.include_router(admin.router)
     _install_error_handlers(app)

@@ -73,7 +73,7 @@ def _lost(exc: BaseException, attempt: Attempt) -> UpstreamUnavailable:
     if attempt.abandoned:
         return UpstreamUnavailable("the replica stopped answering (its health check failed)")
     if isinstance(exc, Expired):
-        return UpstreamTimeout(f"the request's time is up: {exc}")
+        return UpstreamTimeout(str(exc))
     return UpstreamUnavailable(str(exc))
 
 
@@ -139,10 +139,8 @@ class UpstreamClient:
                 safely be tried).
         """
         assert self.watchdog is not None, "start() first"
-        attempt = self.watchdog.watch(node_id, endpoint)
+        attempt = self.watchdog.watch(node_id, endpoint, time.monotonic() + self._total_timeout)
         exchange = attempt.exchange = Exchange()
-        loop = asyncio.get_running_loop()
-        exchange.expire_at(loop, loop.time() + self._total_timeout)
         try:
             await self._pool.send(exchange, self._target(endpoint, path), body)
         except _LOST as exc:

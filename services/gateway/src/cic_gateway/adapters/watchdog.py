@@ -6,7 +6,8 @@ own timeout cannot tell that from a long generation. So each try at a replica is
 once it has waited ``probe_after`` seconds for its next bytes, the replica's health check
 is asked (once per replica, for all its waiting tries). A replica that answers it keeps
 its requests however slow they are; one that does not is reported, and every try waiting
-on it is abandoned, to be retried or resumed elsewhere.
+on it is abandoned, to be retried or resumed elsewhere. The same rounds end the tries
+whose own time (``upstream_timeout``) is up, to within half a second.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from cic_gateway.adapters.http1 import Exchange
+from cic_gateway.adapters.http1 import Exchange, Expired
 
 __all__ = ["Attempt", "Watchdog"]
 
@@ -35,6 +36,8 @@ class Attempt:
     """When the last bytes came (or the request went)."""
     exchange: Exchange | None = None
     """The request and its answer, aborted to end the wait (what was read is kept)."""
+    deadline: float = float("inf")
+    """When the request's own time is up (``time.monotonic``), however it is going."""
     abandoned: bool = False
 
     def abandon(self) -> None:
@@ -62,8 +65,8 @@ class Watchdog:
         self._closing = asyncio.Event()
         self.abandoned = 0
 
-    def watch(self, node_id: str, endpoint: str) -> Attempt:
-        attempt = Attempt(node_id, endpoint)
+    def watch(self, node_id: str, endpoint: str, deadline: float = float("inf")) -> Attempt:
+        attempt = Attempt(node_id, endpoint, deadline=deadline)
         self._tries.setdefault(node_id, set()).add(attempt)
         return attempt
 
@@ -95,7 +98,14 @@ class Watchdog:
                 log.exception("the replica watchdog's round failed; next round as usual")
 
     async def check(self, now: float) -> None:
-        """One round: probe every replica with a try waiting ``probe_after`` or longer."""
+        """One round: end the tries whose time is up (one timer for all, rather than one
+        per request), then probe every replica with a try waiting ``probe_after`` or
+        longer."""
+        for tries in list(self._tries.values()):
+            for attempt in [a for a in tries if a.deadline <= now]:
+                self.done(attempt)
+                if attempt.exchange is not None:
+                    attempt.exchange.abort(Expired("the request's time is up"))
         stalled = {
             node: [a for a in tries if now - a.progress >= self._probe_after]
             for node, tries in self._tries.items()
