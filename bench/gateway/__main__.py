@@ -93,6 +93,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64, help="wrk's, at peak")
     parser.add_argument("--gateway-workers", type=int, default=1,
                         help="our gateway's processes (CIC_WORKERS)")  # fmt: skip
+    parser.add_argument("--pace", type=float, default=None,
+                        help="req/s of the paced runs (default: half the first peak)")  # fmt: skip
+    parser.add_argument("--no-rate-limit", action="store_true",
+                        help="our gateway's key without a rate limit (no Redis call)")  # fmt: skip
     parser.add_argument("--profile", action="store_true",
                         help="py-spy our gateway at peak; list where its time goes")  # fmt: skip
     parser.add_argument("--ttft-requests", type=int, default=300,
@@ -176,7 +180,7 @@ def measure(
 def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Row], float | None]:
     """Every target chosen, in ``LAUNCHERS`` order; the rows and the paced rate."""
     rows: list[Row] = []
-    pace: float | None = None
+    pace: float | None = args.pace
     say("starting 6 simulator engines ...")
     with backends(workdir) as engines:
         for key in (k for k in LAUNCHERS if k in args.only):
@@ -207,6 +211,8 @@ def print_chaos(runs: list[ChaosFigures], kept: dict[str, Path]) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     os.environ["CIC_WORKERS"] = str(args.gateway_workers)  # read by ``cic.gateway``
+    if args.no_rate_limit:
+        os.environ["CIC_BENCH_NO_RATE_LIMIT"] = "1"  # read by ``cic.gateway`` too
     if args.only and shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
     started, load_before = time.monotonic(), os.getloadavg()[0]
@@ -230,9 +236,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def print_rows(rows: list[Row], pace: float | None, args: argparse.Namespace) -> None:
     pace_text = f"{pace:.0f} req/s" if pace else "—"
+    pace_text += " (as asked)" if args.pace else " (half the first target's peak)"
     print(f"\n- chat completions of 8 tokens; peak: wrk -t1 -c{args.connections} "
           f"-d{args.duration:g}s after {WARMUP_SECONDS} s of warm-up; paced: "
-          f"{pace_text} (half the first target's peak) for {args.duration:g} s; TTFT: "
+          f"{pace_text} for {args.duration:g} s; TTFT: "
           f"{args.ttft_requests} streams of 8 tokens (first after 20 ms, then every 10 ms), "
           "4 at a time, interleaved with as many direct")  # fmt: skip
     print("- 3 simulator engines per model behind every target; direct: the first one\n")

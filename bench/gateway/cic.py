@@ -82,8 +82,9 @@ def _user_key(base: str, admin_key: str, models: list[str]) -> str:
     """A user key with a limit that never bites, once the gateway routes every model."""
     admin = {"Authorization": f"Bearer {admin_key}"}
     with httpx.Client(base_url=base, timeout=10) as http:
+        limit = None if os.environ.get("CIC_BENCH_NO_RATE_LIMIT") else RPM_LIMIT
         created = http.post("/admin/keys", headers=admin,
-                            json={"name": "bench", "rpm_limit": RPM_LIMIT})  # fmt: skip
+                            json={"name": "bench", "rpm_limit": limit})  # fmt: skip
         if created.status_code != 201:
             raise RuntimeError(f"POST /admin/keys answered {created.status_code}: {created.text}")
         key: str = created.json()["key"]
@@ -95,6 +96,10 @@ def _user_key(base: str, admin_key: str, models: list[str]) -> str:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the gateway does not route {models}: {listed.text}")
             time.sleep(0.2)
+
+
+def _limit() -> str:
+    return "no rate limit" if os.environ.get("CIC_BENCH_NO_RATE_LIMIT") else "rate limit"
 
 
 @contextmanager
@@ -134,7 +139,7 @@ def gateway(
                     dict.fromkeys(backends.engines, base),
                     pid,
                     headers={"Authorization": f"Bearer {key}"},
-                    note=f"auth, rate limit, metering on, {workers} worker"
+                    note=f"auth, {_limit()}, metering on, {workers} worker"
                     + ("s" if workers > 1 else ""),
                     helpers=lambda: _helpers(nats.pid, infra.postgres_url),
                 )

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.gateway.load import lua_script, pacing, parse_wrk
+from bench.gateway.profile import Profile, top_frames
 from bench.gateway.ttft import Ttft, percentile
 
 WRK_OUTPUT = """\
@@ -72,3 +73,23 @@ def test_ttft_overhead_is_the_difference_of_percentiles() -> None:
     ttft = Ttft(target=[22.0, 23.0, 30.0], direct=[21.0, 21.5, 25.0], failed=0)
     assert ttft.added(0.5) == pytest.approx(1.5)
     assert ttft.added(0.99) == pytest.approx(5.0)
+
+
+def test_the_profile_lists_frames_by_their_own_share_without_idle_waits(tmp_path: Path) -> None:
+    loop = "run (asyncio/runners.py:118)"
+    collapsed = tmp_path / "stacks.collapsed"
+    collapsed.write_text(
+        f'process 1:"python -m cic_gateway";{loop};send (cic_gateway/adapters/http1.py:270) 6\n'
+        f'process 1:"python -m cic_gateway";{loop};answer (openai_api.py:100);'
+        "loads (json/__init__.py:346) 3\n"
+        f'process 1:"python -m cic_gateway";{loop};select (selectors.py:468) 50\n'
+        "not a line\n"
+    )
+    stacks = Profile(collapsed).stacks()
+    assert sum(stacks.values()) == 59
+    top = top_frames(stacks)
+    assert [(frame, round(own, 2), round(total, 2)) for frame, own, total in top] == [
+        ("http1.send", 0.67, 0.67),
+        ("__init__.loads", 0.33, 0.33),
+    ]  # fmt: skip  (the idle select is left out)
+    assert Profile(tmp_path / "absent").stacks() == {}
