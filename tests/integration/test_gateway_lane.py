@@ -170,7 +170,6 @@ async def test_expect_100_continue_is_served_by_the_asgi_app(served: Served) -> 
     ("data", "status", "code"),
     [
         (b"{not json", 400, None),
-        (b'{"model": "' + b"x" * 5000 + b'"}', 413, None),
         (b'{"prompt": "no model"}', 400, None),
         (b'{"model": "unknown-model", "prompt": "x"}', 404, "model_not_found"),
     ],
@@ -213,3 +212,16 @@ async def test_an_answer_past_its_time_is_a_504_and_its_replica_keeps_its_place(
     assert b"data: [DONE]" not in cut.body  # ended where the time ran out, not resumed
     (quick,), _ = await exchange(served, served.request({**slow, "max_tokens": 1}))
     assert (quick.status, quick.headers["x-cic-replica"]) == (200, "s1")
+
+
+async def test_a_body_declared_too_large_is_refused_before_it_is_sent(served: Served) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    try:
+        data = served.request(b'{"model": "' + b"x" * 5000 + b'"}')
+        writer.write(data[: data.index(b"\r\n\r\n") + 4])  # the head alone: no body yet
+        reply = await read_reply(reader)
+        assert reply.status == 413
+        assert reply.headers["connection"] == "close"
+        assert await reader.read() == b""  # and the connection is closed
+    finally:
+        writer.close()

@@ -156,5 +156,6 @@ async def test_a_suspected_replica_is_polled_at_once_and_only_a_failing_one_leav
         assert statuses == {"nlive": "active", "ngone": "unhealthy"}
     finally:
         live.close()
+        await pool.execute("DELETE FROM nodes WHERE deployment_id = 'dsus'")  # shared database
         await redis.aclose()
         await pool.close()

@@ -227,3 +227,35 @@ def test_a_target_refuses_what_is_not_an_http_endpoint() -> None:
     assert (target.host, target.port, target.ssl) == ("replica.example", 8443, True)
     assert target.head.startswith(b"POST /base/v1/completions HTTP/1.1\r\n")
     assert b"Host: replica.example:8443\r\n" in target.head
+
+
+async def test_an_answer_left_unread_past_the_pause_is_not_kept_for_another(pool: Pool) -> None:
+    big = b"x" * ((1 << 20) + 100)  # its last bytes both complete it and pause reading
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big))
+            await writer.drain()
+
+    async with Server(flood) as server:
+        first = await exchange_with(pool, server)
+        await asyncio.sleep(0.2)  # the body arrives unread: reading pauses past 1 MiB
+        first.release()  # left unread: a paused connection would never answer again
+        second = await exchange_with(pool, server)
+        assert len(await second.read()) == len(big)
+        assert server.connections == 2
+
+
+async def test_an_exchange_aborted_before_it_is_sent_sends_nothing(pool: Pool) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.request(reader)
+        writer.write(OK)
+
+    async with Server(answer) as server:
+        exchange = Exchange()
+        exchange.abort()  # say, the watchdog, while the connection was being made
+        with pytest.raises(Disconnected, match="aborted"):
+            await pool.send(exchange, Target(server.endpoint, "/v1/completions"), b"{}")
+        await asyncio.sleep(0.05)
+        assert server.requests == []

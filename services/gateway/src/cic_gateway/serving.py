@@ -45,7 +45,7 @@ class _Lane:
     """A request the lane serves, and uvicorn's stand-in cycle while it does."""
 
     __slots__ = ("body", "disconnected", "headers", "keep_alive", "path", "response_complete",
-                 "size", "too_large")  # fmt: skip
+                 "size", "task", "too_large")  # fmt: skip
     message_event = _Quiet()
 
     def __init__(self, path: str, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
@@ -57,6 +57,7 @@ class _Lane:
         self.too_large = False
         self.response_complete = False
         self.disconnected = False
+        self.task: asyncio.Task[None] | None = None
 
     def header(self) -> Callable[[str], str | None]:
         found = {n.decode("latin-1"): v.decode("latin-1") for n, v in self.headers}
@@ -83,7 +84,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().connection_made(cast(asyncio.Transport, Coalescing(transport, self.loop)))
         self._lane: _Lane | None = None
         """The request being read into the lane."""
+        self._serving: _Lane | None = None
+        """The request the lane is answering."""
         self._gateway = _gateway_of(self.app)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        serving = self._serving
+        super().connection_lost(exc)
+        if serving is not None and serving.task is not None and not serving.response_complete:
+            serving.disconnected = True
+            serving.task.cancel()  # the client left: its upstream request ends now, not later
 
     def on_headers_complete(self) -> None:
         lane = self._take()
@@ -91,6 +101,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             super().on_headers_complete()
             return
         self._lane = self.cycle = lane  # type: ignore[assignment]
+        if lane.too_large:  # declared too large: refused now, not after the whole upload
+            lane.keep_alive = False
+            self._start(lane)
 
     def _take(self) -> _Lane | None:
         """A lane for this request, if it is one the lane serves alone."""
@@ -103,7 +116,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             return None
         if self.parser.should_upgrade():
             return None
-        return _Lane(path.decode(), self.headers, self.parser.should_keep_alive())
+        lane = _Lane(path.decode(), self.headers, self.parser.should_keep_alive())
+        declared = next((v for n, v in self.headers if n == b"content-length"), b"0")
+        assert self._gateway is not None
+        limit: int = self._gateway.state.settings.max_body_bytes
+        lane.too_large = declared.isdigit() and int(declared) > limit
+        return lane
 
     def on_body(self, body: bytes) -> None:
         lane = self._lane
@@ -125,9 +143,14 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             super().on_message_complete()
             return
         self._lane = None
-        task = self.loop.create_task(self._serve(lane))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
+        if lane.task is None:
+            self._start(lane)
+
+    def _start(self, lane: _Lane) -> None:
+        self._serving = lane
+        lane.task = self.loop.create_task(self._serve(lane))
+        lane.task.add_done_callback(self.tasks.discard)
+        self.tasks.add(lane.task)
 
     async def _serve(self, lane: _Lane) -> None:
         assert self._gateway is not None
@@ -151,6 +174,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             lane.keep_alive = False
         finally:
             lane.response_complete = True
+            if self._serving is lane:
+                self._serving = None
             if not lane.keep_alive:
                 self.transport.close()
             self.on_response_complete()

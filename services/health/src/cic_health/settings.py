@@ -19,7 +19,10 @@ class HealthSettings(CommonSettings):
         0.5, gt=0, description="seconds between rounds of polls (spread over the interval)"
     )
     suspect_poll_spacing: float = Field(
-        0.5, gt=0, description="seconds between the polls of a replica a gateway suspects"
+        2.0,
+        gt=0,
+        description="seconds between the polls of a replica a gateway suspects "
+        "(a blip shorter than this many polls times this spacing does not take it out)",
     )
     shards: int = Field(
         16, ge=1, description="shards of the nodes that health instances share (all alike)"

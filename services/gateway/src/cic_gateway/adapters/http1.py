@@ -122,7 +122,7 @@ class Exchange:
         if conn is None:
             return
         conn.exchange = None
-        if self.complete and self.keep_alive and self._error is None:
+        if self.complete and self.keep_alive and self._error is None and not conn.paused:
             conn.idle()
         else:
             conn.close()
@@ -177,6 +177,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
         self.closed = False
+        self.paused = False
         self.reused = False
         self.idle_since = 0.0
 
@@ -222,11 +223,13 @@ class _Connection(asyncio.Protocol):
             self.exchange._complete()
 
     def pause(self) -> None:
-        if self.transport is not None and not self.closed:
+        if self.transport is not None and not self.closed and not self.paused:
+            self.paused = True
             self.transport.pause_reading()
 
     def resume(self) -> None:
-        if self.transport is not None and not self.closed:
+        if self.transport is not None and not self.closed and self.paused:
+            self.paused = False
             self.transport.resume_reading()
 
     def idle(self) -> None:
@@ -268,6 +271,9 @@ class Pool:
             if conn is None:
                 conn = await self._connect(target, loop)
             head = exchange._bind(conn, loop)
+            if exchange.aborted:  # while connecting: nothing is sent
+                conn.close()
+                await head
             assert conn.transport is not None
             conn.transport.write(request)
             try:

@@ -110,9 +110,10 @@ class UpstreamClient:
         loop = asyncio.get_running_loop()
         exchange.expire_at(loop, loop.time() + self._probe_timeout)
         try:
-            await self._pool.send(exchange, self._target(endpoint, "/health", "GET"), b"")
-            await exchange.read()
-        except _LOST:
+            async with asyncio.timeout(self._probe_timeout):  # connecting included
+                await self._pool.send(exchange, self._target(endpoint, "/health", "GET"), b"")
+                await exchange.read()
+        except (*_LOST, TimeoutError):
             return False
         finally:
             exchange.release()

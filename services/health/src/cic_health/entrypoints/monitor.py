@@ -71,7 +71,7 @@ class HealthMonitor:
         polls: PollStore | None = None,
         poll_interval: timedelta = timedelta(seconds=10),
         poll_tick: timedelta | None = None,
-        hurry_spacing: float = 0.5,
+        hurry_spacing: float = 2.0,
         shards: ShardLeases | None = None,
         wake: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = _utcnow,

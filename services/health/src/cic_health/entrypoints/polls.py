@@ -45,6 +45,7 @@ class EnginePolls:
         self._polled_at: dict[str, float] = {}
         """Epoch seconds of each watched engine's last poll."""
         self._last_round: float | None = None
+        self._hurrying: set[str] = set()
 
     def watch(self, endpoints: dict[str, str], known: dict[str, PollRecord]) -> None:
         """Poll these engines (node id -> endpoint) from now on; ``known``: their last
@@ -65,6 +66,17 @@ class EnginePolls:
         """Polls one engine now, out of its rhythm: up to ``tries`` times ``spacing``
         seconds apart, until it answers. The results count in its streak like any
         poll's; returns its record after the last."""
+        if node_id in self._hurrying:
+            return None  # already being polled for another report
+        self._hurrying.add(node_id)
+        try:
+            return await self._hurry(node_id, endpoint, tries, spacing)
+        finally:
+            self._hurrying.discard(node_id)
+
+    async def _hurry(
+        self, node_id: str, endpoint: str, tries: int, spacing: float
+    ) -> PollRecord | None:
         record = None
         for attempt in range(tries):
             if attempt:
