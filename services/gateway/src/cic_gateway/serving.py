@@ -16,7 +16,6 @@ Each connection's writes are also gathered per loop turn (``cic_common.coalesce`
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from typing import Any, cast
@@ -24,10 +23,10 @@ from typing import Any, cast
 from cic_common.coalesce import Coalescing
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from cic_gateway.domain.errors import ApiError, error_body
+from cic_gateway.domain.errors import ApiError
 from cic_gateway.entrypoints.auth import key_of
 from cic_gateway.entrypoints.fast_path import GatewayApp
-from cic_gateway.entrypoints.openai_api import PROXIED, answer
+from cic_gateway.entrypoints.openai_api import PROXIED, answer, error_answer
 from cic_gateway.entrypoints.relay import Answer
 
 __all__ = ["GatewayHttpProtocol"]
@@ -71,12 +70,6 @@ def _gateway_of(app: Any) -> GatewayApp | None:
             return app
         app = getattr(app, "app", None)
     return None
-
-
-def _error(exc: ApiError) -> Answer:
-    body = json.dumps(error_body(exc.status, exc.message, exc.code, exc.param)).encode()
-    headers = {"retry-after": str(exc.retry_after)} if exc.retry_after else {}
-    return Answer(exc.status, "application/json", headers, body)
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -163,10 +156,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             key = await key_of(state.keys, header("authorization"))
             found = await answer(state, key, lane.path, b"".join(lane.body), header)
         except ApiError as exc:
-            found = _error(exc)
+            found = error_answer(exc)
         except Exception:
             log.exception("a request failed", extra={"path": lane.path})
-            found = _error(ApiError(500, "internal error"))
+            found = error_answer(ApiError(500, "internal error"))
         try:
             await self._write(lane, found)
         except Exception:

@@ -15,22 +15,20 @@ import logging
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from cic_gateway.domain.errors import ApiError, error_body
+from cic_gateway.domain.errors import ApiError
 from cic_gateway.entrypoints.auth import key_of
-from cic_gateway.entrypoints.openai_api import PROXIED, proxy
+from cic_gateway.entrypoints.openai_api import PROXIED, as_response, error_answer, proxy
 
 __all__ = ["GatewayApp", "error_response"]
 
 log = logging.getLogger(__name__)
 
 
-def error_response(exc: ApiError) -> JSONResponse:
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-    body = error_body(exc.status, exc.message, exc.code, exc.param)
-    return JSONResponse(body, exc.status, headers=headers)
+def error_response(exc: ApiError) -> Response:
+    return as_response(error_answer(exc))
 
 
 class GatewayApp(FastAPI):
@@ -50,5 +48,5 @@ class GatewayApp(FastAPI):
             response = error_response(exc)
         except Exception:
             log.exception("a request failed", extra={"path": scope["path"]})
-            response = JSONResponse(error_body(500, "internal error"), 500)
+            response = error_response(ApiError(500, "internal error"))
         await response(scope, receive, send)

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from cic_gateway.adapters.limits import RateLimiter
 from cic_gateway.adapters.replica_view import ReplicaView
 from cic_gateway.adapters.store import ApiKey
-from cic_gateway.domain.errors import ApiError
+from cic_gateway.domain.errors import ApiError, error_body
 from cic_gateway.domain.metering import reserved_tokens, usage_asked, with_usage_requested
 from cic_gateway.domain.routing import Policy, affinity_key
 from cic_gateway.entrypoints.auth import require_key
@@ -24,7 +24,7 @@ from cic_gateway.entrypoints.openai_schema import CHAT, COMPLETION, EMBEDDING, o
 from cic_gateway.entrypoints.relay import Answer, Forward, forward
 from cic_gateway.settings import GatewaySettings
 
-__all__ = ["PROXIED", "answer", "as_response", "proxy", "read_body", "router"]
+__all__ = ["PROXIED", "answer", "as_response", "error_answer", "proxy", "read_body", "router"]
 
 PROXIED = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 """The routes whose requests go to a replica (see ``fast_path``)."""
@@ -89,6 +89,13 @@ def as_response(found: Answer) -> Response:
         return StreamingResponse(found.stream, found.status, found.headers,
                                  media_type=found.media_type)  # fmt: skip
     return Response(found.body, found.status, found.headers, media_type=found.media_type)
+
+
+def error_answer(exc: ApiError) -> Answer:
+    """``exc`` in OpenAI's error shape, with ``Retry-After`` where waiting helps."""
+    body = json.dumps(error_body(exc.status, exc.message, exc.code, exc.param)).encode()
+    headers = {"retry-after": str(exc.retry_after)} if exc.retry_after else {}
+    return Answer(exc.status, "application/json", headers, body)
 
 
 async def answer(
