@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from cic_common.db import create_pool, migrate
 from cic_common.events import Heartbeat, NodeReady, ReplicaSuspected
 from cic_common.replicas import ReplicaTable
+from cic_common.scripts import close_scripts
 from cic_health.adapters.poller import EnginePoller, PollStore
 from cic_health.adapters.store import HealthStore, HeartbeatStore
 from cic_health.domain.verdicts import HealthPolicy
@@ -159,3 +160,28 @@ async def test_a_suspected_replica_is_polled_at_once_and_only_a_failing_one_leav
         await pool.execute("DELETE FROM nodes WHERE deployment_id = 'dsus'")  # shared database
         await redis.aclose()
         await pool.close()
+
+
+async def test_poll_streaks_are_counted_atomically_from_any_number_of_pollers(
+    servers: Servers,
+) -> None:
+    """Twenty failed polls of one engine recorded at once, by two instances' stores (a
+    paced round and a suspicion's polls, say): twenty failures, none lost."""
+    redis = Redis.from_url(servers.redis_url)
+    try:
+        await redis.flushdb()
+        stores, now = [PollStore(redis), PollStore(redis)], datetime.now(UTC)
+        await asyncio.gather(*(stores[i % 2].record({"natom": (False, 0.5)}, now)
+                               for i in range(20)))  # fmt: skip
+        (record,) = (await stores[0].latest(["natom"])).values()
+        assert (record.failures, record.successes, record.latency_ms) == (20, 0, None)
+        assert record.at == now.timestamp()
+        await stores[0].record({"natom": (True, 0.010)}, now)
+        fresh = await stores[1].record({"natom": (True, 0.020)}, now)
+        assert fresh["natom"].successes == 2
+        assert fresh["natom"].failures == 0
+        assert fresh["natom"].latency_ms is not None
+        assert abs(fresh["natom"].latency_ms - 12.0) < 1e-9  # 0.8 x 10 ms + 0.2 x 20 ms
+    finally:
+        await close_scripts(redis)
+        await redis.aclose()

@@ -8,9 +8,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 from urllib.parse import urlsplit
 
+from cic_common.scripts import Script
 from redis.asyncio import Redis
 
 from cic_health.adapters.store import ParsedHash, drop_fields, forget_fields
@@ -18,6 +19,35 @@ from cic_health.adapters.store import ParsedHash, drop_fields, forget_fields
 __all__ = ["EnginePoller", "PollRecord", "PollStore"]
 
 _POLLS = "cic:polls"
+
+# Each engine's streak after one more poll: a success ends the failures and counts one
+# more success (its round trip in the latency average, weighted 0.2), a failure the
+# reverse. ARGV: the time of the polls, then node id, 1 or 0, round trip in ms, ...
+_RECORD = """
+local written = {}
+for i = 2, #ARGV, 3 do
+  local node, ok, ms = ARGV[i], ARGV[i + 1] == '1', tonumber(ARGV[i + 2])
+  local failures, successes, latency = 0, 0, nil
+  local last = redis.call('hget', KEYS[1], node)
+  if last then
+    local f, s, l = string.match(last, '^(%d+) (%d+) (%S+)')
+    if f then
+      failures, successes, latency = tonumber(f), tonumber(s), tonumber(l)
+    end
+  end
+  if ok then
+    failures, successes = 0, successes + 1
+    latency = latency and (0.8 * latency + 0.2 * ms) or ms
+  else
+    failures, successes = failures + 1, 0
+  end
+  local value = string.format('%d %d %s %s', failures, successes,
+    latency and string.format('%.17g', latency) or '-', ARGV[1])
+  redis.call('hset', KEYS[1], node, value)
+  written[#written + 1] = value
+end
+return written
+"""
 
 
 @dataclass(frozen=True)
@@ -130,6 +160,7 @@ class PollStore:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._records = ParsedHash(_POLLS, _parse)
+        self._record = Script(redis, _RECORD)
 
     async def latest(self, node_ids: list[str]) -> dict[str, PollRecord]:
         if not node_ids:
@@ -142,26 +173,22 @@ class PollStore:
         return await self._records.read(self._redis)
 
     async def record(
-        self, results: dict[str, tuple[bool, float]], before: dict[str, PollRecord], at: datetime
+        self, results: dict[str, tuple[bool, float]], at: datetime
     ) -> dict[str, PollRecord]:
-        """Fold new poll results into the streaks; returns the updated records."""
-        updated = {}
+        """Fold new poll results into the streaks, each read and written in one atomic
+        script (polls of one engine from two places never lose one); returns the
+        updated records."""
+        if not results:
+            return {}
+        args: list[str | float | int] = [repr(at.timestamp())]
         for node_id, (ok, seconds) in results.items():
-            last = before.get(node_id)
-            failures = 0 if ok else (last.failures if last else 0) + 1
-            successes = (last.successes if last else 0) + 1 if ok else 0
-            latency = last.latency_ms if last else None
-            if ok:
-                sample = seconds * 1000
-                latency = sample if latency is None else 0.8 * latency + 0.2 * sample
-            updated[node_id] = PollRecord(failures, successes, latency, at.timestamp())
-        if updated:
-            mapping = {
-                n: f"{r.failures} {r.successes} {'-' if r.latency_ms is None else r.latency_ms}"
-                f" {r.at!r}"
-                for n, r in updated.items()
-            }
-            await self._redis.hset(_POLLS, mapping=cast(Any, mapping))
+            args += [node_id, int(ok), seconds * 1000]
+        written = await self._record(keys=[_POLLS], args=args)
+        updated = {}
+        for node_id, value in zip(results, written, strict=True):
+            record = _parse(value)
+            if record is not None:
+                updated[node_id] = record
         return updated
 
     async def drop(self, gone: set[str]) -> None:

@@ -83,8 +83,7 @@ class EnginePolls:
                 await asyncio.sleep(spacing)
             result = await self._poller.poll(endpoint)
             when = datetime.now(UTC)
-            before = await self._polls.latest([node_id])
-            record = (await self._polls.record({node_id: result}, before, when))[node_id]
+            record = (await self._polls.record({node_id: result}, when)).get(node_id)
             if node_id in self._polled_at:
                 self._polled_at[node_id] = when.timestamp()
             if result[0]:
@@ -106,8 +105,7 @@ class EnginePolls:
             due = due[: max(1, math.ceil(share))]
         self._last_round = now
         results = await asyncio.gather(*(self._poller.poll(self._endpoints[n]) for n in due))
-        before = await self._polls.latest(due)
-        fresh = await self._polls.record(dict(zip(due, results, strict=True)), before, when)
+        fresh = await self._polls.record(dict(zip(due, results, strict=True)), when)
         for node_id in fresh:
             if node_id in self._polled_at:  # not dropped by a pass meanwhile
                 self._polled_at[node_id] = now
