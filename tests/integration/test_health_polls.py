@@ -145,7 +145,7 @@ async def test_a_suspected_replica_is_polled_at_once_and_only_a_failing_one_leav
         for node in ("nlive", "ngone", "nunknown"):
             report = ReplicaSuspected(node_id=node, gateway="gw-1", reason="reset")
             await monitor.on_replica_suspected(report, envelope_for(report))
-        polls = await PollStore(redis).latest(["nlive", "ngone"])
+        polls = await PollStore(redis).every()
         assert (polls["nlive"].failures, polls["nlive"].successes) == (0, 1)  # one poll
         assert polls["ngone"].failures == HealthPolicy().poll_failures_to_fail
 
@@ -173,7 +173,7 @@ async def test_poll_streaks_are_counted_atomically_from_any_number_of_pollers(
         stores, now = [PollStore(redis), PollStore(redis)], datetime.now(UTC)
         await asyncio.gather(*(stores[i % 2].record({"natom": (False, 0.5)}, now)
                                for i in range(20)))  # fmt: skip
-        (record,) = (await stores[0].latest(["natom"])).values()
+        (record,) = (await stores[0].every()).values()
         assert (record.failures, record.successes, record.latency_ms) == (20, 0, None)
         assert record.at == now.timestamp()
         await stores[0].record({"natom": (True, 0.010)}, now)

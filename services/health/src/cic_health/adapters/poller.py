@@ -162,12 +162,6 @@ class PollStore:
         self._records = ParsedHash(_POLLS, _parse)
         self._record = Script(redis, _RECORD)
 
-    async def latest(self, node_ids: list[str]) -> dict[str, PollRecord]:
-        if not node_ids:
-            return {}
-        raw: list[bytes | None] = await self._redis.hmget(_POLLS, node_ids)  # type: ignore[assignment]
-        return {n: r for n, v in zip(node_ids, raw, strict=True) if v and (r := _parse(v))}
-
     async def every(self) -> dict[str, PollRecord]:
         """The streaks of every node polled (one read, however many)."""
         return await self._records.read(self._redis)
