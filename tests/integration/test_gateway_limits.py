@@ -132,3 +132,49 @@ async def test_three_gateways_hold_a_keys_tokens_a_minute_through_the_api(
         assert refused is not None
         assert int(refused.response.headers["retry-after"]) >= 1
         assert "2000 tokens a minute" in refused.message
+
+
+async def test_three_gateways_admit_a_busy_key_from_leases_within_its_limit(
+    redis: Redis,
+) -> None:
+    """A limit of 20,000 a minute, asked for 24,000 times over three instances: leases
+    take up to 100 at once, so far fewer round trips than requests (until the limit is
+    reached: each refusal is a round trip), yet together the instances admit between
+    95% and 100% of the limit, and the shared count, once what the leases left is given
+    back, is exactly what they admitted."""
+    gateways = [RateLimiter(redis, window_seconds=600) for _ in range(3)]
+    admitted = 0
+    for burst in range(24):
+        answers = await asyncio.gather(*(
+            gateways[i % 3].admit("kleased", 20_000) for i in range(1000)
+        ))  # fmt: skip
+        admitted += sum(1 for a in answers if a.wait == 0)
+        if burst == 14:
+            assert admitted == 15_000
+            assert sum(g.leases_taken for g in gateways) < 15_000 / 50
+    assert 0.95 * 20_000 <= admitted <= 20_000
+    for gateway in gateways:
+        await gateway.drain()
+    assert await counted(redis, "cic:ratelimit:kleased:*") == admitted
+    assert (await gateways[0].admit("kleased", 20_000)).wait >= 1
+
+
+async def test_an_expired_lease_gives_back_what_it_left_when_the_next_is_taken(
+    redis: Redis,
+) -> None:
+    limiter = RateLimiter(redis, window_seconds=600, lease_seconds=0.05)
+    for _ in range(40):  # leases of 1, 2, 4, 8, 16, then 32 of which 9 are used
+        assert (await limiter.admit("kexpiring", 100_000, tpm=1_000_000, reserve=10)).wait == 0
+    leases = limiter.leases_taken
+    assert leases < 10
+    await asyncio.sleep(0.1)
+    assert (await limiter.admit("kexpiring", 100_000, tpm=1_000_000, reserve=10)).wait == 0
+    assert limiter.leases_taken == leases + 1
+    new_lease = limiter._leases["kexpiring"]  # what the lease in hand holds is counted too
+    assert await counted(redis, "cic:ratelimit:kexpiring:*") == 41 + new_lease.requests
+    assert await counted(redis, "cic:tokenlimit:kexpiring:*") == 410 + new_lease.tokens
+
+
+async def counted(redis: Redis, pattern: str) -> int:
+    """The sum of the shared counts whose keys match ``pattern``."""
+    return sum([int(await redis.get(key) or 0) async for key in redis.scan_iter(pattern)])

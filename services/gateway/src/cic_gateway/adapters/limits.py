@@ -1,15 +1,19 @@
 """Per-key rate limits held in Redis, so every gateway instance draws on one allowance:
-requests a minute and tokens a minute, both checked in one round trip per request."""
+requests a minute and tokens a minute, both checked in one round trip per lease of them
+(one per request at most; far fewer for a busy key)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 from cic_common.scripts import Script
 from redis.asyncio import Redis
+
+from cic_gateway.domain.leases import Lease, next_sizes
 
 __all__ = ["Admission", "RateLimiter"]
 
@@ -17,20 +21,31 @@ log = logging.getLogger(__name__)
 
 # Sliding-window counters: this window's count plus the last window's, weighted by how
 # much of it still overlaps the sliding window. Times are the Redis server's. A request
-# is admitted only if it fits both limits, and then counted in both: one request, and
-# the tokens reserved for it (settled against what it really used once it is done).
+# is admitted only if it fits both limits; then a lease is counted in both: as many
+# requests and tokens as were asked for (ARGV[5], ARGV[6]) and fit, but never less than
+# the request at hand (one request, and the tokens reserved for it, later settled
+# against what it really used). What the instance's last lease of this key left unused
+# (ARGV[8], ARGV[9], counted in window ARGV[7]) is given back first.
 _ADMIT = """
 local rpm, tpm, reserve, window = tonumber(ARGV[1]), tonumber(ARGV[2]),
   tonumber(ARGV[3]), tonumber(ARGV[4])
+local ask_requests, ask_tokens = tonumber(ARGV[5]), tonumber(ARGV[6])
+local function give_back(base, amount)
+  local key = base .. ':' .. ARGV[7]
+  if amount > 0 and redis.call('exists', key) == 1 then redis.call('decrby', key, amount) end
+end
+give_back(KEYS[1], tonumber(ARGV[8]))
+give_back(KEYS[2], tonumber(ARGV[9]))
 local clock = redis.call('time')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local current = math.floor(now / window)
 local into = (now % window) / window
 local wait = 0
-local function check(base, limit, need)
+local function check(base, limit, need)  -- the room left, and how long to wait if none
   local count = tonumber(redis.call('get', base .. ':' .. current) or '0')
   local previous = tonumber(redis.call('get', base .. ':' .. (current - 1)) or '0')
-  if previous * (1 - into) + count + need <= limit then return end
+  local room = limit - previous * (1 - into) - count
+  if need <= room then return room end
   local left = window - (now % window)
   if limit - need - count >= 0 then  -- it fits in this window, once enough of the last slid out
     if previous > 0 then
@@ -40,26 +55,35 @@ local function check(base, limit, need)
     left = left + math.max(0, 1 - (limit - need) / count) * window
   end
   wait = math.max(wait, left)
+  return 0
 end
-if rpm > 0 then check(KEYS[1], rpm, 1) end
-if tpm > 0 then check(KEYS[2], tpm, math.min(reserve, tpm)) end
-if wait > 0 then return {wait, current} end
+local room_requests, room_tokens = 0, 0
+if rpm > 0 then room_requests = check(KEYS[1], rpm, 1) end
+if tpm > 0 then room_tokens = check(KEYS[2], tpm, math.min(reserve, tpm)) end
+if wait > 0 then return {wait, current, 0, 0, 0} end
+local requests, tokens = 0, 0
+local function add(base, amount)
+  redis.call('incrby', base .. ':' .. current, amount)
+  redis.call('pexpire', base .. ':' .. current, 2 * window)
+end
 if rpm > 0 then
-  redis.call('incr', KEYS[1] .. ':' .. current)
-  redis.call('pexpire', KEYS[1] .. ':' .. current, 2 * window)
+  requests = math.max(1, math.min(ask_requests, math.floor(room_requests)))
+  add(KEYS[1], requests)
 end
 if tpm > 0 then
-  redis.call('incrby', KEYS[2] .. ':' .. current, reserve)
-  redis.call('pexpire', KEYS[2] .. ':' .. current, 2 * window)
+  tokens = math.max(reserve, math.min(ask_tokens, math.floor(room_tokens)))
+  add(KEYS[2], tokens)
 end
-return {0, current}
+return {0, current, requests, tokens, window - (now % window)}
 """
 
-# A request's tokens, settled: what it used instead of what was reserved for it, in the
-# window it was counted in (unless that window is gone).
-_SETTLE = """
-if redis.call('exists', KEYS[1]) == 1 then
-  return redis.call('incrby', KEYS[1], ARGV[1])
+# Counts corrected after the fact (ARGV[i] added to KEYS[i]), in the window they were
+# counted in unless that window is gone: a request's tokens settled against what it
+# used, or what a lease left unused given back.
+_CORRECT = """
+for i, key in ipairs(KEYS) do
+  local delta = tonumber(ARGV[i])
+  if delta ~= 0 and redis.call('exists', key) == 1 then redis.call('incrby', key, delta) end
 end
 return 0
 """
@@ -74,43 +98,89 @@ class Admission:
 
 
 class RateLimiter:
-    """Admits a key's request when it fits the key's limits, in one round trip to Redis
-    (one atomic script); all instances share the counts, so three gateways together
-    admit what one would. The settling of tokens goes in the background, off the
-    request's path."""
+    """Admits a key's request when it fits the key's limits. All instances draw on one
+    count in Redis, so three gateways together admit what one would; a busy key's
+    requests are admitted from a lease of that count (see ``domain.leases``), so most
+    make no round trip at all and the others one (one atomic script). Corrections go
+    in the background, off the request's path."""
 
-    def __init__(self, redis: Redis, window_seconds: float = 60.0) -> None:
+    def __init__(
+        self, redis: Redis, window_seconds: float = 60.0, lease_seconds: float = 1.0
+    ) -> None:
         self._admit = Script(redis, _ADMIT)
-        self._settle = Script(redis, _SETTLE)
+        self._correct = Script(redis, _CORRECT)
         self._window_ms = int(window_seconds * 1000)
-        self._settling: set[asyncio.Task[None]] = set()
+        self._lease_seconds = lease_seconds
+        self._leases: dict[str, Lease] = {}
+        self._taking: dict[str, asyncio.Future[None]] = {}
+        self._correcting: set[asyncio.Task[None]] = set()
+        self.leases_taken = 0
+        """Round trips made to admit requests (one per lease)."""
 
     async def admit(
         self, key_id: str, rpm: int | None, tpm: int | None = None, reserve: int = 0
     ) -> Admission:
         """Admit one request of ``key_id`` under ``rpm`` requests and ``tpm`` tokens a
         minute (None: no limit), reserving ``reserve`` tokens for it."""
-        wait_ms, window = await self._admit(
+        while True:
+            lease = self._leases.get(key_id)
+            if lease is not None and lease.take(rpm, tpm, reserve, time.monotonic()):
+                return Admission(0.0, lease.window)
+            taking = self._taking.get(key_id)
+            if taking is None:
+                break
+            await taking  # one lease taken at a time per key: then try what it left
+        done = self._taking[key_id] = asyncio.get_running_loop().create_future()
+        try:
+            return await self._take_lease(key_id, rpm, tpm, reserve)
+        finally:
+            del self._taking[key_id]
+            done.set_result(None)
+
+    async def _take_lease(
+        self, key_id: str, rpm: int | None, tpm: int | None, reserve: int
+    ) -> Admission:
+        old = self._leases.pop(key_id, None)
+        asked = next_sizes(old, rpm, tpm, reserve)
+        given_back = (old.window, old.requests, old.tokens) if old is not None else (0, 0, 0)
+        self.leases_taken += 1
+        wait_ms, window, requests, tokens, left_ms = await self._admit(
             keys=[f"cic:ratelimit:{key_id}", f"cic:tokenlimit:{key_id}"],
-            args=[rpm or 0, tpm or 0, reserve, self._window_ms],
+            args=[rpm or 0, tpm or 0, reserve, self._window_ms, *asked, *given_back],
         )
-        wait = 0.0 if float(wait_ms) <= 0 else max(1.0, math.ceil(float(wait_ms) / 1000))
-        return Admission(wait, int(window))
+        if float(wait_ms) > 0:
+            return Admission(max(1.0, math.ceil(float(wait_ms) / 1000)), int(window))
+        expires = time.monotonic() + min(self._lease_seconds, float(left_ms) / 1000)
+        lease = Lease(rpm, tpm, int(window), expires, int(requests), int(tokens))
+        lease.take(rpm, tpm, reserve, float("-inf"))  # the request at hand: always fits
+        self._leases[key_id] = lease
+        return Admission(0.0, lease.window)
 
     def settle(self, key_id: str, window: int, delta: int) -> None:
         """Correct a request's reserved tokens by ``delta`` (used minus reserved)."""
         if delta:
-            task = asyncio.create_task(self._correct(f"cic:tokenlimit:{key_id}:{window}", delta))
-            self._settling.add(task)
-            task.add_done_callback(self._settling.discard)
+            self._in_background([f"cic:tokenlimit:{key_id}:{window}"], [delta])
 
-    async def _correct(self, key: str, delta: int) -> None:
+    def _in_background(self, keys: list[str], deltas: list[int]) -> None:
+        task = asyncio.create_task(self._corrected(keys, deltas))
+        self._correcting.add(task)
+        task.add_done_callback(self._correcting.discard)
+
+    async def _corrected(self, keys: list[str], deltas: list[int]) -> None:
         try:
-            await self._settle(keys=[key], args=[delta])
+            await self._correct(keys=keys, args=deltas)
         except Exception:
-            log.warning("a token count could not be settled", exc_info=True)
+            log.warning("a rate-limit count could not be corrected", exc_info=True)
 
     async def drain(self) -> None:
-        """Wait for the settlements under way (at shutdown)."""
-        if self._settling:
-            await asyncio.gather(*self._settling, return_exceptions=True)
+        """Give back what the leases left and wait for the corrections under way (at
+        shutdown; and where a test needs the shared counts exact)."""
+        leases, self._leases = self._leases, {}
+        for key_id, lease in leases.items():
+            keys = [
+                f"cic:ratelimit:{key_id}:{lease.window}",
+                f"cic:tokenlimit:{key_id}:{lease.window}",
+            ]
+            self._in_background(keys, [-lease.requests, -lease.tokens])
+        if self._correcting:
+            await asyncio.gather(*self._correcting, return_exceptions=True)
