@@ -25,8 +25,9 @@ DONE = b"data: [DONE]\n\n"
 """A stream's last event."""
 
 _NULL_USAGE = (b',"usage":null', b', "usage": null', b'"usage":null,', b'"usage": null, ')
-_USAGE = re.compile(rb'(, ?)?"usage": ?(\{(?:[^{}]|\{[^{}]*\})*\})')
+_USAGE = re.compile(rb'(, ?)?"usage": ?(\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\})')
 """A usage object (its counts may hold one level of details), with the comma before it."""
+_USAGE_KEY = b'"usage":'
 _NO_CHOICES = (b'"choices":[]', b'"choices": []')
 
 Asked = Literal["none", "final", "running"]
@@ -43,7 +44,7 @@ class Usage:
 def usage_of(body: bytes) -> Usage | None:
     """The usage of a whole (not streamed) answer, when it has one (read from its usage
     object alone: the answer's text is never parsed for it)."""
-    found = _USAGE.search(body)
+    found = _find_usage(body)
     if found is None:
         return None
     try:
@@ -119,7 +120,7 @@ class StreamMeter:
         return rest
 
     def _event(self, event: bytes) -> bytes:
-        found = _USAGE.search(event)
+        found = _find_usage(event)
         if found is None:
             if self._asked == "none":
                 for added in _NULL_USAGE:
@@ -138,6 +139,19 @@ class StreamMeter:
         if found.group(1) is None and event[end : end + 1] == b",":
             end += 1  # the first key: the comma after it goes instead
         return event[:start] + event[end:]
+
+
+def _find_usage(data: bytes) -> re.Match[bytes] | None:
+    """The first usage object in ``data``, looked for only where its key is (a regex
+    search alone tries every byte of the answer, and was most of metering's cost)."""
+    at = data.find(_USAGE_KEY)
+    while at >= 0:
+        for start in range(max(0, at - 2), at + 1):  # from the comma before it, if any
+            found = _USAGE.match(data, start)
+            if found is not None:
+                return found
+        at = data.find(_USAGE_KEY, at + len(_USAGE_KEY))
+    return None
 
 
 def _usage(raw: object) -> Usage | None:
