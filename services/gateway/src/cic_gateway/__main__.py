@@ -4,6 +4,8 @@ replica table and its own in-flight counts; limits and metering are shared anywa
 
 from __future__ import annotations
 
+import gc
+
 import uvicorn
 from cic_common.logs import setup_logging
 from cic_common.telemetry import setup_tracing
@@ -19,7 +21,14 @@ def app_from_env() -> FastAPI:
     settings = GatewaySettings()
     setup_logging("gateway", settings.instance_id, settings.log_level, settings.log_format)
     setup_tracing("gateway", settings.otel_exporter)
-    return create_app(settings)
+    app = create_app(settings)
+    # What is loaded by now (modules, routes, schemas: most of the heap) lives as long as
+    # the process; out of the collector's sight, an oldest-generation collection scans
+    # only what was made since, a few milliseconds instead of some 80 that stalled every
+    # request in flight.
+    gc.collect()
+    gc.freeze()
+    return app
 
 
 def main() -> None:
