@@ -178,3 +178,20 @@ async def test_an_expired_lease_gives_back_what_it_left_when_the_next_is_taken(
 async def counted(redis: Redis, pattern: str) -> int:
     """The sum of the shared counts whose keys match ``pattern``."""
     return sum([int(await redis.get(key) or 0) async for key in redis.scan_iter(pattern)])
+
+
+async def test_a_key_past_its_limit_is_refused_without_a_round_trip_each_time(
+    redis: Redis,
+) -> None:
+    limiter = RateLimiter(redis, refusal_seconds=30)
+    assert (await limiter.admit("khammer", 3)).wait == 0
+    assert (await limiter.admit("khammer", 3)).wait == 0
+    assert (await limiter.admit("khammer", 3)).wait == 0
+    first = await limiter.admit("khammer", 3)
+    trips = limiter.leases_taken
+    again = [await limiter.admit("khammer", 3) for _ in range(50)]
+    assert first.wait >= 1
+    assert all(a.wait == first.wait for a in again)
+    assert limiter.leases_taken == trips  # refused from memory
+    assert (await limiter.admit("khammer", 6)).wait == 0  # a raised limit asks again
+    assert limiter.leases_taken == trips + 1

@@ -4,7 +4,7 @@ admits only what it holds, for the limits it was taken under, until it expires."
 from __future__ import annotations
 
 import pytest
-from cic_gateway.domain.leases import Lease, lease_size, next_sizes
+from cic_gateway.domain.leases import Lease, Refusal, lease_size, next_sizes
 
 
 @pytest.mark.parametrize(
@@ -76,3 +76,21 @@ def test_the_next_lease_follows_what_the_last_served_under_the_same_limits() -> 
     busy.served_requests, busy.served_tokens = 40, 2400
     assert next_sizes(busy, 100_000, 200_000, 60) == (80, 1000)  # tokens: at most 0.5%
     assert next_sizes(busy, 50_000, 200_000, 60) == (1, 60)  # other limits: start again
+
+
+@pytest.mark.parametrize(
+    ("rpm", "tpm", "reserve", "now", "holds"),
+    [
+        (600, 5000, 100, 1.0, True),  # the same request again, soon after
+        (600, 5000, 400, 1.0, True),  # a larger one
+        (600, 5000, 50, 1.0, False),  # a smaller one may fit: ask the shared count
+        (600, 5000, 100, 2.0, False),  # the moment is over
+        (1200, 5000, 100, 1.0, False),  # the key's limits were changed
+        (600, None, 100, 1.0, False),
+    ],
+)
+def test_a_refusal_holds_for_a_moment_for_requests_as_large_under_the_same_limits(
+    rpm: int | None, tpm: int | None, reserve: int, now: float, holds: bool
+) -> None:
+    refusal = Refusal(rpm=600, tpm=5000, reserve=100, until=2.0, wait=12.0)
+    assert refusal.holds(rpm, tpm, reserve, now) is holds

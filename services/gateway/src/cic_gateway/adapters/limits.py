@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from cic_common.scripts import Script
 from redis.asyncio import Redis
 
-from cic_gateway.domain.leases import Lease, next_sizes
+from cic_gateway.domain.leases import Lease, Refusal, next_sizes
 
 __all__ = ["Admission", "RateLimiter"]
 
@@ -105,13 +105,19 @@ class RateLimiter:
     in the background, off the request's path."""
 
     def __init__(
-        self, redis: Redis, window_seconds: float = 60.0, lease_seconds: float = 1.0
+        self,
+        redis: Redis,
+        window_seconds: float = 60.0,
+        lease_seconds: float = 1.0,
+        refusal_seconds: float = 0.1,
     ) -> None:
         self._admit = Script(redis, _ADMIT)
         self._correct = Script(redis, _CORRECT)
         self._window_ms = int(window_seconds * 1000)
         self._lease_seconds = lease_seconds
+        self._refusal_seconds = refusal_seconds
         self._leases: dict[str, Lease] = {}
+        self._refused: dict[str, Refusal] = {}
         self._taking: dict[str, asyncio.Future[None]] = {}
         self._correcting: set[asyncio.Task[None]] = set()
         self.leases_taken = 0
@@ -123,9 +129,13 @@ class RateLimiter:
         """Admit one request of ``key_id`` under ``rpm`` requests and ``tpm`` tokens a
         minute (None: no limit), reserving ``reserve`` tokens for it."""
         while True:
+            now = time.monotonic()
             lease = self._leases.get(key_id)
-            if lease is not None and lease.take(rpm, tpm, reserve, time.monotonic()):
+            if lease is not None and lease.take(rpm, tpm, reserve, now):
                 return Admission(0.0, lease.window)
+            refused = self._refused.get(key_id)
+            if refused is not None and refused.holds(rpm, tpm, reserve, now):
+                return Admission(refused.wait, 0)
             taking = self._taking.get(key_id)
             if taking is None:
                 break
@@ -149,7 +159,11 @@ class RateLimiter:
             args=[rpm or 0, tpm or 0, reserve, self._window_ms, *asked, *given_back],
         )
         if float(wait_ms) > 0:
-            return Admission(max(1.0, math.ceil(float(wait_ms) / 1000)), int(window))
+            wait = max(1.0, math.ceil(float(wait_ms) / 1000))
+            until = time.monotonic() + self._refusal_seconds
+            self._refused[key_id] = Refusal(rpm, tpm, reserve, until, wait)
+            return Admission(wait, int(window))
+        self._refused.pop(key_id, None)
         expires = time.monotonic() + min(self._lease_seconds, float(left_ms) / 1000)
         lease = Lease(rpm, tpm, int(window), expires, int(requests), int(tokens))
         lease.take(rpm, tpm, reserve, float("-inf"))  # the request at hand: always fits
@@ -160,6 +174,8 @@ class RateLimiter:
         """Correct a request's reserved tokens by ``delta`` (used minus reserved)."""
         if delta:
             self._in_background([f"cic:tokenlimit:{key_id}:{window}"], [delta])
+        if delta < 0:
+            self._refused.pop(key_id, None)  # room was made: ask the shared count again
 
     def _in_background(self, keys: list[str], deltas: list[int]) -> None:
         task = asyncio.create_task(self._corrected(keys, deltas))
@@ -173,9 +189,10 @@ class RateLimiter:
             log.warning("a rate-limit count could not be corrected", exc_info=True)
 
     async def drain(self) -> None:
-        """Give back what the leases left and wait for the corrections under way (at
-        shutdown; and where a test needs the shared counts exact)."""
+        """Give back what the leases left, forget the refusals, and wait for the
+        corrections under way (at shutdown; and where a test needs the counts exact)."""
         leases, self._leases = self._leases, {}
+        self._refused.clear()
         for key_id, lease in leases.items():
             keys = [
                 f"cic:ratelimit:{key_id}:{lease.window}",

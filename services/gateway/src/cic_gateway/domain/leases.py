@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LEASE_SHARE", "Lease", "lease_size", "next_sizes"]
+__all__ = ["LEASE_SHARE", "Lease", "Refusal", "lease_size", "next_sizes"]
 
 LEASE_SHARE = 0.005
 """The most of a key's limit one lease may take."""
@@ -61,6 +61,25 @@ class Lease:
             self.tokens -= reserve
             self.served_tokens += reserve
         return True
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A key's request refused by the shared count, remembered for a moment so that a
+    client past its limit does not make every one of its requests a round trip."""
+
+    rpm: int | None
+    tpm: int | None
+    reserve: int
+    until: float
+    wait: float
+    """What the refusal said to wait, in seconds."""
+
+    def holds(self, rpm: int | None, tpm: int | None, reserve: int, now: float) -> bool:
+        """Whether a request reserving ``reserve`` tokens under ``rpm`` and ``tpm`` is
+        refused as well: it comes before ``until``, under the same limits, and needs as
+        much as the refused one at least."""
+        return now < self.until and (rpm, tpm) == (self.rpm, self.tpm) and reserve >= self.reserve
 
 
 def next_sizes(
