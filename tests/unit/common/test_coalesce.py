@@ -63,3 +63,18 @@ async def test_a_close_sends_what_was_written_first_and_later_writes_are_dropped
     await asyncio.sleep(0)
     assert recorder.sent == [b"ab"]
     assert transport.get_extra_info("peername") == "info:peername"
+
+
+async def test_a_write_now_leaves_at_once_after_what_was_gathered_before_it() -> None:
+    recorder = Recorder()
+    transport = wrap(recorder)
+    transport.write_now(b"whole answer")
+    assert recorder.sent == [b"whole answer"]  # not held to the turn's end
+    transport.write(b"head ")
+    transport.write_now(b"body")
+    assert recorder.sent == [b"whole answer", b"head body"]  # in order, one send
+    await asyncio.sleep(0)
+    assert len(recorder.sent) == 2  # nothing left to flush
+    transport.close()
+    transport.write_now(b"late")
+    assert recorder.sent == [b"whole answer", b"head body"]

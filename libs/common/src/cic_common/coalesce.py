@@ -34,6 +34,15 @@ class Coalescing:
             self._loop.call_soon(self.flush)
         self._pending.append(bytes(data))
 
+    def write_now(self, data: bytes) -> None:
+        """Sends ``data`` at once, after what is pending: for a writer that already joins
+        what it sends (waiting for the turn's end would only delay it)."""
+        if self._pending:
+            self._pending.append(data)
+            self.flush()
+        elif not self._transport.is_closing():
+            self._transport.write(data)
+
     def writelines(self, lines: Any) -> None:
         for line in lines:
             self.write(line)

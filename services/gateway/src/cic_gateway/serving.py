@@ -10,7 +10,8 @@ else — other routes, a pipelined request, ``Expect: 100-continue``, an upgrade
 served by uvicorn and the ASGI app as before; the lane stands in for uvicorn's cycle
 meanwhile, so uvicorn queues a pipelined request behind it and marks it disconnected.
 
-Each connection's writes are also gathered per loop turn (``cic_common.coalesce``).
+Writes through uvicorn are gathered per loop turn (``cic_common.coalesce``: its head and
+body leave in one system call); the lane's, each whole already, leave at once.
 """
 
 from __future__ import annotations
@@ -181,12 +182,13 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if not lane.keep_alive:
             head.append(b"connection: close\r\n")
         transport = self.transport
+        send = cast(Coalescing, transport).write_now  # each write here is whole already
         if found.stream is None:
             head.append(b"content-length: %d\r\n\r\n" % len(found.body))
-            transport.write(b"".join(head) + found.body)
+            send(b"".join(head) + found.body)
             return
         head.append(b"transfer-encoding: chunked\r\n\r\n")
-        transport.write(b"".join(head))
+        send(b"".join(head))
         stream = found.stream
         try:
             async for chunk in stream:
@@ -194,9 +196,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                     lane.keep_alive = False
                     return  # the client left: the stream is closed, and with it the upstream
                 if chunk:
-                    transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 if self.flow.write_paused:
                     await self.flow.drain()
-            transport.write(b"0\r\n\r\n")
+            send(b"0\r\n\r\n")
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
