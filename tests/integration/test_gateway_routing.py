@@ -4,6 +4,7 @@ to a replica that just failed, and serves embeddings too."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -184,3 +185,26 @@ async def test_a_key_over_its_rate_limit_gets_429_with_retry_after(routed: Route
     assert refused.value.status_code == 429
     assert int(refused.value.response.headers["retry-after"]) >= 1
     assert refused.value.code == "rate_limit_exceeded"
+
+
+async def test_a_request_outlasts_a_moment_when_a_model_has_no_replica_listed(
+    routed: Routed,
+) -> None:
+    """Health took the model's last replica out of the table and puts one back a moment
+    later (a pass that judged it wrongly, a replacement coming up): a request arriving
+    in between waits for it instead of failing; with none back, it fails as before."""
+    await routed.table.apply([routed.replica("r1")], [])
+    await eventually(lambda: _async(routed.routable() == ["r1"]))
+    await routed.table.apply([], ["r1"])
+    await eventually(lambda: _async(routed.routable() == []))
+    asking = asyncio.create_task(
+        routed.client.completions.create(model=MODEL, prompt="hi", max_tokens=2)
+    )
+    await routed.table.apply([routed.replica("r2")], [])
+    answer = await asking
+    assert answer.choices[0].text
+
+    await routed.table.apply([], ["r2"])
+    await eventually(lambda: _async(routed.routable() == []))
+    with pytest.raises(openai.NotFoundError):  # no deployment serves it: after the wait
+        await routed.client.completions.create(model=MODEL, prompt="hi", max_tokens=2)

@@ -38,6 +38,10 @@ class GatewaySettings(CommonSettings):
         1.0, gt=0, description="seconds between reads of the replica table (and on change)"
     )
     eject_for: float = Field(10.0, ge=0, description="seconds a failing replica is skipped")
+    gap_wait: float = Field(
+        3.0, ge=0, description="seconds a request waits for a model that just lost its last "
+        "replica from the table to get one back, before a 503"
+    )  # fmt: skip
     probe_after: float = Field(
         2.0, gt=0, description="seconds a request waits for bytes before its replica is probed"
     )

@@ -24,6 +24,9 @@ class ReplicaView:
     and for an announcement missed while Redis was away. On top of it this instance
     counts its own requests in flight per replica (fresher than the last heartbeat's
     figures) and ejects, for ``eject_for`` seconds, a replica that just failed it.
+    A request for a model whose last replica left the table a moment ago may wait for
+    the next reads to bring one back (``regained``): a gap of a pass or two, not an
+    outage, should not fail requests.
     """
 
     def __init__(self, redis: Redis, *, refresh: float = 1.0, eject_for: float = 10.0) -> None:
@@ -34,6 +37,10 @@ class ReplicaView:
         self._models: dict[str, list[Replica]] = {}
         self._ejected: dict[str, float] = {}
         self._changed = asyncio.Event()
+        self._reread = asyncio.Event()
+        """Set (and replaced) at each read."""
+        self._seen: dict[str, float] = {}
+        """When each model last had replicas in the table."""
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.in_flight: Counter[str] = Counter()
@@ -57,6 +64,24 @@ class ReplicaView:
         now = time.monotonic()
         usable = [r for r in listed if self._ejected.get(r.node_id, 0.0) <= now]
         return usable or listed
+
+    async def regained(self, model: str, wait: float) -> bool:
+        """Whether ``model``, which has no replica now but had one less than ``wait``
+        seconds ago, gets one back within ``wait`` seconds (False at once for a model
+        that had none lately: a deployment still warming up is not waited for)."""
+        loop = asyncio.get_running_loop()
+        seen = self._seen.get(model)
+        if seen is None or time.monotonic() - seen > wait:
+            return False
+        deadline = loop.time() + wait
+        while not self.replicas(model):
+            reread, left = self._reread, deadline - loop.time()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await reread.wait()
+        return True
 
     def models(self) -> list[str]:
         return sorted(m for m, replicas in self._models.items() if replicas)
@@ -108,3 +133,6 @@ class ReplicaView:
         self._models, self.version = models, version
         now = time.monotonic()
         self._ejected = {n: until for n, until in self._ejected.items() if until > now}
+        self._seen.update((model, now) for model, replicas in models.items() if replicas)
+        self._reread.set()
+        self._reread = asyncio.Event()

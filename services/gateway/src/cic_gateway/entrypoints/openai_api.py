@@ -118,7 +118,7 @@ async def answer(
     if not key.may_use(model):
         raise ApiError(403, f"this key may not use model {model!r}", code="model_not_allowed")
     view: ReplicaView = state.replicas
-    if not view.replicas(model):
+    if not view.replicas(model) and not await view.regained(model, state.settings.gap_wait):
         if await state.deployments.serves(model):
             raise ApiError(503, f"no replica of {model!r} is ready", retry_after=5)
         raise ApiError(404, f"the model {model!r} does not exist", code="model_not_found")
