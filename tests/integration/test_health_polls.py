@@ -7,10 +7,12 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from cic_common.db import create_pool, migrate
 from cic_common.events import Heartbeat, NodeReady, ReplicaSuspected
+from cic_common.loops import Loop
 from cic_common.replicas import ReplicaTable
 from cic_common.scripts import close_scripts
 from cic_health.adapters.poller import EnginePoller, PollStore
@@ -22,7 +24,7 @@ from cic_node_agent.adapters.engine import EngineProcess
 from cic_node_agent.domain.engines import EngineLaunch, engine_command
 from conftest import Servers
 from redis.asyncio import Redis
-from support import envelope_for
+from support import envelope_for, eventually, sim_engine
 
 
 async def test_a_hung_engine_is_caught_by_polls_while_its_agent_still_beats(
@@ -97,6 +99,99 @@ async def test_a_hung_engine_is_caught_by_polls_while_its_agent_still_beats(
         await poller.close()
         await redis.aclose()
         await pool.close()
+
+
+async def test_a_hung_engine_stays_out_when_redis_loses_its_poll_streak(
+    database: str, servers: Servers
+) -> None:
+    """Health's two loops as it runs them, a SIGSTOPped engine and its agent beating on
+    ("ready"): once the node is unhealthy, Redis loses the engine's failed polls (a
+    flush). Heartbeats alone do not bring the node back: over several more poll
+    intervals no verdict pass finds it active, and its polls fail again from zero."""
+    policy = HealthPolicy()
+    pool = await create_pool(database)
+    await migrate(pool)
+    redis = Redis.from_url(servers.redis_url)
+    await redis.flushdb()
+    await pool.execute(
+        "INSERT INTO deployments (id, name, model, replicas) VALUES"
+        " ('dlost', 'lost', 'lmodel', 1) ON CONFLICT DO NOTHING"
+    )
+    await pool.execute(
+        "INSERT INTO nodes (id, deployment_id, generation, status, spec, backend)"
+        " VALUES ('nlost', 'dlost', 1, 'initializing', $1, 'local')", {"model": "lmodel"},
+    )  # fmt: skip
+    polls = PollStore(redis)
+    monitor = HealthMonitor(
+        HealthStore(pool), HeartbeatStore(redis), ReplicaTable(redis), policy,
+        poller=EnginePoller(timeout=0.2), polls=polls, poll_interval=timedelta(seconds=0.5),
+        poll_tick=timedelta(seconds=0.05),
+    )  # fmt: skip
+    seen: list[str] = []
+    """The node's status after each verdict pass."""
+
+    async def check_and_look(now: datetime) -> None:
+        await monitor.check(now)
+        seen.append(await pool.fetchval("SELECT status FROM nodes WHERE id = 'nlost'"))
+
+    check = Loop("health-check", monitor.due, check_and_look, interval=0.02)
+    poll = Loop("health-poll", monitor.engines.due, monitor.poll, interval=0.05)
+    monitor.set_wake(check.wake)
+
+    async def agent() -> None:
+        while True:
+            beat = Heartbeat(node_id="nlost")  # "ready", as the real agent keeps saying
+            await monitor.on_heartbeat(beat, envelope_for(beat))
+            await asyncio.sleep(0.02)
+
+    async def failures() -> int:
+        record = (await polls.every()).get("nlost")
+        return record.failures if record else 0
+
+    def status_is(status: str) -> Callable[[], Awaitable[bool]]:
+        async def is_it() -> bool:
+            return seen[-1:] == [status]
+
+        return is_it
+
+    async with sim_engine("lmodel") as engine:
+        assert engine.pid is not None
+        loops = [asyncio.create_task(work()) for work in (check.run, poll.run, agent)]
+        try:
+            ready = NodeReady(node_id="nlost", endpoint=engine.base_url, model="lmodel")
+            await monitor.on_node_ready(ready, envelope_for(ready))
+            await eventually(status_is("active"))
+            os.kill(engine.pid, signal.SIGSTOP)  # hung: the port accepts, nothing answers
+            await eventually(status_is("unhealthy"))
+            # Flush just after a failed poll is counted: the next is an interval away,
+            # so passes with beats and no streak come first.
+            last = await failures()
+
+            async def one_more_failure() -> bool:
+                return await failures() > last
+
+            await eventually(one_more_failure, every=0.005)
+            await redis.flushdb()
+            after = len(seen)
+
+            async def failing_again() -> bool:
+                return await failures() >= 2 * policy.poll_failures_to_fail
+
+            await eventually(failing_again)  # several poll intervals, every poll failed
+            observed = seen[after:]
+        finally:
+            check.stop()
+            poll.stop()
+            os.kill(engine.pid, signal.SIGCONT)
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await pool.execute("DELETE FROM nodes WHERE deployment_id = 'dlost'")
+            await redis.aclose()
+            await pool.close()
+    assert len(observed) > 2 * policy.poll_failures_to_fail  # many passes meanwhile
+    assert observed.count("active") == 0, observed
+    assert set(observed) == {"unhealthy"}
 
 
 async def test_a_suspected_replica_is_polled_at_once_and_only_a_failing_one_leaves(

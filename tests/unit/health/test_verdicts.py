@@ -52,6 +52,16 @@ def facts(
         pytest.param(facts(beat=None, ready=10), Verdict.HEALTHY, id="just-ready-no-beat-yet"),
         pytest.param(facts(beat=None, ready=None), Verdict.UNHEALTHY, id="no-sign-of-life"),
         pytest.param(facts(engine="restarting"), Verdict.UNHEALTHY, id="engine-restarting"),
+        pytest.param(
+            facts(S.INITIALIZING, beat=3, engine="starting", ready=1),
+            Verdict.HEALTHY,
+            id="a-beat-from-before-node-ready-is-not-its-engine-now",
+        ),
+        pytest.param(
+            facts(beat=1, engine="starting", ready=3),
+            Verdict.UNHEALTHY,
+            id="a-beat-after-node-ready-is",
+        ),
         pytest.param(facts(engine="failed"), Verdict.UNHEALTHY, id="engine-crash-loop"),
         pytest.param(
             facts(S.UNHEALTHY, beat=200, since=121), Verdict.DEAD, id="unhealthy-too-long"
@@ -59,7 +69,17 @@ def facts(
         pytest.param(
             facts(S.UNHEALTHY, beat=200, since=60), Verdict.UNHEALTHY, id="unhealthy-not-yet-dead"
         ),
-        pytest.param(facts(S.UNHEALTHY, beat=2, since=500), Verdict.HEALTHY, id="recovered"),
+        pytest.param(facts(S.UNHEALTHY, beat=2, since=500, oks=2), Verdict.HEALTHY, id="recovered"),
+        pytest.param(
+            facts(S.UNHEALTHY, beat=2, since=60),
+            Verdict.UNHEALTHY,
+            id="beats-without-a-poll-streak-do-not-recover",
+        ),
+        pytest.param(
+            facts(S.UNHEALTHY, beat=2, since=121),
+            Verdict.DEAD,
+            id="beats-without-a-poll-streak-do-not-keep-it-alive",
+        ),
         pytest.param(facts(fails=3), Verdict.UNHEALTHY, id="agent-beats-but-engine-hangs"),
         pytest.param(facts(fails=2), Verdict.HEALTHY, id="two-failed-polls-are-a-blip"),
         pytest.param(facts(beat=40, oks=5), Verdict.DEGRADED, id="agent-silent-engine-serves"),

@@ -63,16 +63,24 @@ def judge(facts: NodeFacts, now: datetime, policy: HealthPolicy) -> Verdict:
     """
     signs = [t for t in (facts.last_heartbeat, facts.ready_at) if t is not None]
     silent_for = now - max(signs) if signs else None
+    # A beat sent before node-ready tells of an engine still starting: node-ready, newer,
+    # says it is ready (judged between the two, the node would flap out and back).
+    stale = (
+        facts.last_heartbeat is not None
+        and facts.ready_at is not None
+        and facts.last_heartbeat < facts.ready_at
+    )
     heartbeat_ok = (
         silent_for is not None
         and silent_for <= policy.late_after
-        and facts.engine_state in (None, "ready")
+        and (stale or facts.engine_state in (None, "ready"))
     )
     polls_fail = facts.poll_failures >= policy.poll_failures_to_fail
     polls_answer = facts.poll_successes > 0 and facts.poll_failures == 0
     if heartbeat_ok and not polls_fail:
-        never_polled = facts.poll_failures == facts.poll_successes == 0
-        recovered = never_polled or facts.poll_successes >= policy.poll_successes_to_recover
+        # Only good polls bring an unhealthy node back: its agent beats on through an
+        # engine hang, and no streak (Redis lost it) is no sign that the engine answers.
+        recovered = facts.poll_successes >= policy.poll_successes_to_recover
         if facts.status is not NodeStatus.UNHEALTHY or recovered:
             return Verdict.HEALTHY
     elif not heartbeat_ok and polls_answer:
