@@ -108,6 +108,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         description="OpenAI-compatible API and admin API of CrossLogic Inference Cloud",
         version="0.1.0",
         lifespan=lifespan,
+        # Routes FastAPI serves read a body before the key is checked: without a limit an
+        # anonymous client could make it buffer and parse any size (the proxied routes
+        # have the same limit in ``read_body`` and the HTTP lane).
+        max_body_size=settings.max_body_bytes,
     )
     # What the lifespan wires, read many times a request: plain attributes (Starlette's
     # State looks each one up through a Python method).

@@ -36,6 +36,13 @@ class GatewayApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in PROXIED:
+            limit = self.max_body_size
+            if scope["type"] == "http" and limit is not None and _declared_size(scope) > limit:
+                # Refused before it is read, and in OpenAI's shape: FastAPI's own limit
+                # (``max_body_size``, for a body of undeclared size) answers in plain text.
+                refusal = error_response(ApiError(413, f"request body exceeds {limit} bytes"))
+                await refusal(scope, receive, send)
+                return
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
@@ -50,3 +57,11 @@ class GatewayApp(FastAPI):
             log.exception("a request failed", extra={"path": scope["path"]})
             response = error_response(ApiError(500, "internal error"))
         await response(scope, receive, send)
+
+
+def _declared_size(scope: Scope) -> int:
+    """The request's ``Content-Length``; 0 without a valid one."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0

@@ -107,7 +107,7 @@ def render_task(
         resources["disk_size"] = spec.disk_size
     if spec.disk_tier:
         resources["disk_tier"] = spec.disk_tier
-    config = {
+    config: dict[str, Any] = {
         "name": name,
         "resources": resources,
         "envs": {
@@ -124,4 +124,7 @@ def render_task(
         "setup": f"pip install --upgrade {install.agent!r} {install.vllm!r}",
         "run": _RUN,
     }
-    return RenderedTask(name, config, {"CIC_NODE_SECRET": secret})
+    secrets = {"CIC_NODE_SECRET": secret}
+    if "@" in nats_url:  # it carries credentials: a secret too (SkyPilot shows envs)
+        secrets["CIC_NATS_URL"] = config["envs"].pop("CIC_NATS_URL")
+    return RenderedTask(name, config, secrets)
