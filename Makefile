@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 UV_RUN := uv run --frozen --no-sync
 
-.PHONY: up down status test test-fast test-vllm lint format bench install
+.PHONY: up down status test test-chaos test-fast test-vllm lint format bench install
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv \
@@ -25,6 +25,11 @@ status: install
 ## make test: every test, the end-to-end one included, on real NATS/PostgreSQL/Redis.
 test: install
 	@$(UV_RUN) pytest
+
+## make test-chaos: faults and attacks on the local platform under load from the openai
+## client; prints the table of figures (requests failed, events lost, duplicates, orphans).
+test-chaos: install
+	@$(UV_RUN) pytest tests/chaos -m chaos
 
 ## make test-vllm: the node agent on a real vLLM (CPU build) serving a tiny generated
 ## Llama; builds .cic/vllm-env first (about 2 GB, once). Opt-in: not part of make test.

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -154,3 +156,12 @@ async def running(
         await drop_database(servers.postgres_url, name)
         for service in platform.running():
             print(f"--- {service}\n{platform.log_tail(service, 40)}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The chaos suite's figures (``tests/chaos``), when it ran."""
+    harness = sys.modules.get("chaos_harness")
+    figures = getattr(harness, "FIGURES", None)
+    if figures is not None and figures.scenarios:
+        terminalreporter.write_sep("=", "chaos figures")
+        terminalreporter.write_line(figures.table())

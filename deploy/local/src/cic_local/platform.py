@@ -47,7 +47,12 @@ def local_tuning() -> tuple[ServiceSpec, ...]:
         ServiceSpec(
             "health",
             "cic_health",
-            {"CIC_CHECK_INTERVAL": "1", "CIC_LATE_AFTER": "10", "CIC_POLL_INTERVAL": "2"},
+            {
+                "CIC_CHECK_INTERVAL": "1",
+                "CIC_LATE_AFTER": "10",
+                "CIC_POLL_INTERVAL": "2",
+                "CIC_DEAD_AFTER": "30",
+            },
         ),
         ServiceSpec(
             "reconciler",

@@ -1,0 +1,217 @@
+"""The chaos suite's harness: a deployment served on the local platform, steady load on it
+from the official ``openai`` client, and each scenario's figures gathered into the table
+``make test-chaos`` prints at the end (``tests/conftest.py`` prints it; the figures also
+go to ``.cic/chaos/figures.json``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import openai
+from conftest import Running
+from support import eventually
+
+__all__ = ["FIGURES", "Deployed", "Figures", "Scenario", "SteadyLoad", "deploy", "node_statuses"]
+
+FIGURES_FILE = Path(__file__).resolve().parents[2] / ".cic" / "chaos" / "figures.json"
+PROMPTS = ("Tell me about spot GPUs", "Why are replicas spread over zones?",
+           "What does a preemption notice give?")  # fmt: skip
+
+
+@dataclass
+class Scenario:
+    """What one fault scenario measured; None where it does not apply."""
+
+    name: str
+    requests_sent: int | None = None
+    requests_failed: int | None = None
+    streams_sent: int | None = None
+    streams_failed: int | None = None
+    """Streams that ended in an error or with other text than an uncut one."""
+    events_published: int | None = None
+    events_lost: int | None = None
+    launches: int | None = None
+    duplicate_launches: int | None = None
+    orphans: int | None = None
+    notes: str = ""
+
+
+@dataclass
+class Figures:
+    """The scenarios measured in this session, in the order they ran."""
+
+    scenarios: list[Scenario] = field(default_factory=list)
+
+    def record(self, scenario: Scenario) -> None:
+        self.scenarios.append(scenario)
+        FIGURES_FILE.parent.mkdir(parents=True, exist_ok=True)
+        FIGURES_FILE.write_text(json.dumps([asdict(s) for s in self.scenarios], indent=2))
+
+    def table(self) -> str:
+        """A Markdown table, one row per scenario."""
+        columns = ("requests sent / failed", "streams sent / failed", "events published / lost",
+                   "launches / duplicates", "orphans")  # fmt: skip
+        lines = [
+            "| scenario | " + " | ".join(columns) + " |",
+            "|---" + "|---:" * len(columns) + "|",
+        ]
+        for s in self.scenarios:
+            cells = (
+                _pair(s.requests_sent, s.requests_failed),
+                _pair(s.streams_sent, s.streams_failed),
+                _pair(s.events_published, s.events_lost),
+                _pair(s.launches, s.duplicate_launches),
+                "—" if s.orphans is None else str(s.orphans),
+            )
+            name = s.name + (f" ({s.notes})" if s.notes else "")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def _pair(first: int | None, second: int | None) -> str:
+    return "—" if first is None else f"{first} / {second if second is not None else '—'}"
+
+
+FIGURES = Figures()
+"""This session's figures (printed by ``tests/conftest.py`` at the end)."""
+
+
+@dataclass(frozen=True)
+class Deployed:
+    running: Running
+    deployment_id: str
+    model: str
+    key: str
+    """A user key allowed the model."""
+
+
+async def deploy(
+    running: Running, model: str, replicas: int, engine_args: list[str] | None = None
+) -> Deployed:
+    """A deployment of ``model`` with ``replicas`` active nodes, and a user key."""
+    admin = running.admin
+    body = {"model": model, "replicas": replicas, "engine_args": engine_args or []}
+    created = await admin.post("/admin/deployments", json=body)
+    assert created.status_code == 201, created.text
+    deployment_id = str(created.json()["id"])
+
+    async def active() -> bool:
+        listed = await admin.get("/admin/nodes", params={"deployment_id": deployment_id})
+        nodes = [n for n in listed.json()["data"] if n["status"] == "active"]
+        models = await admin.get("/v1/models")
+        return len(nodes) == replicas and model in [m["id"] for m in models.json()["data"]]
+
+    await eventually(active, within=180)
+    key = await admin.post("/admin/keys", json={"name": f"chaos {model}"})
+    assert key.status_code == 201, key.text
+    return Deployed(running, deployment_id, model, str(key.json()["key"]))
+
+
+async def node_statuses(deployed: Deployed) -> dict[str, str]:
+    """The deployment's nodes and their status, by node id."""
+    params = {"deployment_id": deployed.deployment_id}
+    listed = await deployed.running.admin.get("/admin/nodes", params=params)
+    return {str(n["id"]): str(n["status"]) for n in listed.json()["data"]}
+
+
+@dataclass
+class _Tally:
+    requests: int = 0
+    requests_failed: int = 0
+    streams: int = 0
+    streams_failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class SteadyLoad:
+    """``workers`` clients of the official ``openai`` SDK (no retries of their own: any
+    retry is the gateway's), each alternating a whole answer and a stream of the same
+    few prompts. The simulator answers a prompt with the same text every time, so a
+    stream counts as failed if it errs or ends with other text than the uncut answer."""
+
+    def __init__(self, deployed: Deployed, workers: int = 6, max_tokens: int = 24) -> None:
+        self._deployed = deployed
+        self._workers = workers
+        self._max_tokens = max_tokens
+        self._tally = _Tally()
+        self._expected: dict[str, str] = {}
+        self._stop = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[SteadyLoad]:
+        """Load from the first moment inside the block to its end."""
+        client = self._client()
+        try:
+            for prompt in PROMPTS:  # what each prompt gets when nothing is wrong
+                self._expected[prompt] = await self._whole(client, prompt)
+            tasks = [asyncio.create_task(self._work(i)) for i in range(self._workers)]
+            try:
+                yield self
+            finally:
+                self._stop.set()
+                await asyncio.gather(*tasks)
+        finally:
+            await client.close()
+
+    def scenario(self, name: str, notes: str = "") -> Scenario:
+        """The load's figures, as one scenario's."""
+        t = self._tally
+        return Scenario(name, t.requests, t.requests_failed, t.streams, t.streams_failed,
+                        notes=notes)  # fmt: skip
+
+    @property
+    def errors(self) -> list[str]:
+        return self._tally.errors
+
+    def _client(self) -> openai.AsyncOpenAI:
+        base_url = f"{self._deployed.running.base_url}/v1"
+        return openai.AsyncOpenAI(base_url=base_url, api_key=self._deployed.key, max_retries=0,
+                                  timeout=60)  # fmt: skip
+
+    async def _whole(self, client: openai.AsyncOpenAI, prompt: str) -> str:
+        answer = await client.chat.completions.create(
+            model=self._deployed.model, messages=[{"role": "user", "content": prompt}],
+            max_tokens=self._max_tokens,
+        )  # fmt: skip
+        return answer.choices[0].message.content or ""
+
+    async def _streamed(self, client: openai.AsyncOpenAI, prompt: str) -> str:
+        stream = await client.chat.completions.create(
+            model=self._deployed.model, messages=[{"role": "user", "content": prompt}],
+            max_tokens=self._max_tokens, stream=True,
+        )  # fmt: skip
+        return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+    async def _work(self, worker: int) -> None:
+        client = self._client()
+        tally = self._tally
+        turn = worker
+        try:
+            while not self._stop.is_set():
+                prompt = PROMPTS[turn % len(PROMPTS)]
+                streamed = turn % 2 == 1
+                turn += 1
+                try:
+                    if streamed:
+                        tally.streams += 1
+                        text = await self._streamed(client, prompt)
+                        if text != self._expected[prompt]:
+                            raise AssertionError(f"stream text differs: {text!r}")
+                    else:
+                        tally.requests += 1
+                        await self._whole(client, prompt)
+                except (openai.APIError, AssertionError) as exc:
+                    if streamed:
+                        tally.streams_failed += 1
+                    else:
+                        tally.requests_failed += 1
+                    at = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
+                    tally.errors.append(f"{at} {type(exc).__name__}: {exc}"[:300])
+        finally:
+            await client.close()
