@@ -117,8 +117,14 @@ class Running:
 
 
 @pytest.fixture
+def platform_env() -> dict[str, str]:
+    """Settings the platform's services get besides (a test module may override this)."""
+    return {}
+
+
+@pytest.fixture
 async def running(
-    servers: Servers, state_dir: Path, gateway_port: int, bus: Bus
+    servers: Servers, state_dir: Path, gateway_port: int, bus: Bus, platform_env: dict[str, str]
 ) -> AsyncIterator[Running]:
     """The whole platform on a database of its own: what one end-to-end test leaves
     behind (deployments, nodes) never reaches the next."""
@@ -134,6 +140,7 @@ async def running(
             "CIC_ADMIN_KEY": admin_key,
             "CIC_PORT": str(gateway_port),
             "CIC_LOG_LEVEL": "DEBUG",
+            **platform_env,
         },
     )
     base_url = f"http://127.0.0.1:{gateway_port}"

@@ -8,16 +8,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import openai
+from cic_common.processes import carries_env
 from conftest import Running
 from support import eventually
 
-__all__ = ["FIGURES", "Deployed", "Figures", "Scenario", "SteadyLoad", "deploy", "node_statuses"]
+__all__ = [
+    "FIGURES", "Deployed", "Figures", "Scenario", "SteadyLoad", "deploy", "engine_of",
+    "node_statuses", "processes_of", "serving_nodes",
+]  # fmt: skip
 
 FIGURES_FILE = Path(__file__).resolve().parents[2] / ".cic" / "chaos" / "figures.json"
 PROMPTS = ("Tell me about spot GPUs", "Why are replicas spread over zones?",
@@ -118,6 +123,32 @@ async def node_statuses(deployed: Deployed) -> dict[str, str]:
     params = {"deployment_id": deployed.deployment_id}
     listed = await deployed.running.admin.get("/admin/nodes", params=params)
     return {str(n["id"]): str(n["status"]) for n in listed.json()["data"]}
+
+
+def processes_of(node_id: str) -> dict[int, str]:
+    """Every process on this host started for ``node_id``, with its command line."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and carries_env(int(entry), "CIC_NODE_ID", node_id):
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            found[int(entry)] = cmdline.decode(errors="replace")
+    return found
+
+
+def engine_of(node_id: str) -> int:
+    engines = [p for p, cmd in processes_of(node_id).items() if "engines.sim" in cmd]
+    assert len(engines) == 1, f"{node_id}: {processes_of(node_id)}"
+    return engines[0]
+
+
+async def serving_nodes(deployed: Deployed, besides: set[str], count: int) -> dict[str, str]:
+    """Once ``count`` nodes other than ``besides`` are active, all the nodes' statuses."""
+    statuses = await node_statuses(deployed)
+    active = [n for n, status in statuses.items() if status == "active" and n not in besides]
+    return statuses if len(active) == count else {}
 
 
 @dataclass

@@ -8,12 +8,18 @@ import asyncio
 import contextlib
 import os
 import signal
-from pathlib import Path
 
 import pytest
-from chaos_harness import FIGURES, Deployed, SteadyLoad, deploy, node_statuses
+from chaos_harness import (
+    FIGURES,
+    SteadyLoad,
+    deploy,
+    engine_of,
+    node_statuses,
+    processes_of,
+    serving_nodes,
+)
 from cic_common.bus import Bus
-from cic_common.processes import carries_env
 from conftest import Running
 from support import eventually, published
 
@@ -22,32 +28,6 @@ pytestmark = pytest.mark.chaos
 MODEL = "chaos-replicas"
 TOKEN_DELAY = "0.02"
 """Seconds per token: streams of 24 tokens last half a second, so faults cut some."""
-
-
-def processes_of(node_id: str) -> dict[int, str]:
-    """Every process on this host started for ``node_id``, with its command line."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and carries_env(int(entry), "CIC_NODE_ID", node_id):
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            found[int(entry)] = cmdline.decode(errors="replace")
-    return found
-
-
-def engine_of(node_id: str) -> int:
-    engines = [p for p, cmd in processes_of(node_id).items() if "engines.sim" in cmd]
-    assert len(engines) == 1, f"{node_id}: {processes_of(node_id)}"
-    return engines[0]
-
-
-async def serving_nodes(deployed: Deployed, besides: set[str], count: int) -> dict[str, str]:
-    """Once ``count`` nodes other than ``besides`` are active, all the nodes' statuses."""
-    statuses = await node_statuses(deployed)
-    active = [n for n, status in statuses.items() if status == "active" and n not in besides]
-    return statuses if len(active) == count else {}
 
 
 async def test_a_killed_and_a_hung_replica_fail_no_request_and_are_replaced(

@@ -5,6 +5,11 @@ watcher code: AWS IMDSv2 (session token, ``spot/instance-action``, rebalance
 recommendation), GCP ``instance/preempted`` with ``wait_for_change``, and Azure Scheduled
 Events. ``POST /_control/notice`` schedules a preemption; ``POST /_control/reset`` clears.
 Run one with ``python -m cic_local.metadata_server --port 8169``.
+
+One server stands for many machines: everything under ``/vm/<name>/`` is the metadata
+service of the machine ``name`` (made on first use), so each local node can be given a
+metadata address of its own (``CIC_METADATA_URL=http://127.0.0.1:8169/vm/{node_id}``,
+through the provisioner's ``CIC_NODE_ENV``) and warned alone.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
-__all__ = ["MetadataState", "create_app"]
+__all__ = ["Machines", "MetadataState", "create_app"]
 
 
 class NoticeRequest(BaseModel):
@@ -139,6 +144,35 @@ def create_app(state: MetadataState | None = None) -> FastAPI:
     return app
 
 
+class Machines:
+    """An ASGI app: ``/vm/<name>/<path>`` is ``<path>`` of machine ``name``'s metadata
+    service, any other path the default machine's."""
+
+    _PREFIX = "/vm/"
+
+    def __init__(self) -> None:
+        self.default = create_app()
+        self.machines: dict[str, FastAPI] = {}
+
+    def state(self, name: str) -> MetadataState:
+        """Machine ``name``'s state (made on first use)."""
+        return self._machine(name).state.metadata  # type: ignore[no-any-return]
+
+    def _machine(self, name: str) -> FastAPI:
+        if name not in self.machines:
+            self.machines[name] = create_app(MetadataState(vm_name=name))
+        return self.machines[name]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(self._PREFIX):
+            await self.default(scope, receive, send)
+            return
+        name, _, rest = path[len(self._PREFIX) :].partition("/")
+        inner = {**scope, "path": "/" + rest, "raw_path": ("/" + rest).encode()}
+        await self._machine(name)(inner, receive, send)
+
+
 def main() -> None:
     import uvicorn
 
@@ -146,7 +180,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8169)
     args = parser.parse_args()
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(Machines(), host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

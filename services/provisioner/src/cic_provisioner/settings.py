@@ -25,5 +25,6 @@ class ProvisionerSettings(CommonSettings):
     catalog_dir: Path = Field(Path("~/.sky/catalogs/v8"), description="SkyPilot catalogs")
     node_env: dict[str, str] = Field(
         default_factory=dict,
-        description='JSON: extra environment of local nodes, e.g. {"CIC_CLOUD": "aws"}',
+        description='JSON: extra environment of local nodes, e.g. {"CIC_CLOUD": "aws"};'
+        ' "{node_id}" in a value is the node id',
     )

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,7 +48,8 @@ class LocalBackend:
         self._nats_url = nats_url
         self._heartbeat_interval = heartbeat_interval
         self._stop_timeout = stop_timeout
-        self._extra_env = extra_env or {}
+        self._extra = extra_env or {}
+        """Besides: ``{node_id}`` in a value is the node's id."""
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = asyncio.Lock()
 
@@ -99,8 +101,8 @@ class LocalBackend:
         name = self.cluster_name(node_id, spec)
         port = free_port()
         env = {
-            **os.environ,
-            **self._extra_env,
+            **_inherited(os.environ),
+            **{name: value.replace("{node_id}", node_id) for name, value in self._extra.items()},
             "CIC_NODE_ID": node_id,
             "CIC_NODE_SECRET": secret,
             "CIC_NODE_MODEL": spec.model,
@@ -160,3 +162,13 @@ class LocalBackend:
                 child.wait(timeout=1)
         if child.poll() is not None:
             self._children.pop(node_id, None)
+
+
+_KEPT = frozenset({"CIC_LOG_LEVEL", "CIC_LOG_FORMAT"})
+
+
+def _inherited(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a local node inherits of the provisioner's environment: all but the control
+    plane's own settings (its database, Redis, admin key), which a node has no use for
+    and should not hold; what a node needs is set for it by name."""
+    return {k: v for k, v in environ.items() if not k.startswith("CIC_") or k in _KEPT}
