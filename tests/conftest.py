@@ -44,10 +44,22 @@ class Servers:
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    state = tmp_path_factory.mktemp("infra")
-    nats = PrivateNats(state / "nats")
+def private_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateNats]:
+    """The session's own JetStream server (a test may restart it)."""
+    nats = PrivateNats(tmp_path_factory.mktemp("nats"))
     nats.start()
+    try:
+        yield nats
+    finally:
+        nats.stop()
+
+
+@pytest.fixture(scope="session")
+def servers(
+    tmp_path_factory: pytest.TempPathFactory, private_nats: PrivateNats
+) -> Iterator[Servers]:
+    state = tmp_path_factory.mktemp("infra")
+    nats = private_nats
     try:
         infra = ensure_infra(
             state,
@@ -61,7 +73,6 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         yield Servers(nats.url, infra.postgres_url, redis_url)
     finally:
         stop_infra(state, purge=True)
-        nats.stop()
 
 
 @pytest.fixture(scope="session")

@@ -94,6 +94,7 @@ class Deployed:
     model: str
     key: str
     """A user key allowed the model."""
+    key_id: str
 
 
 async def deploy(
@@ -115,7 +116,7 @@ async def deploy(
     await eventually(active, within=180)
     key = await admin.post("/admin/keys", json={"name": f"chaos {model}"})
     assert key.status_code == 201, key.text
-    return Deployed(running, deployment_id, model, str(key.json()["key"]))
+    return Deployed(running, deployment_id, model, str(key.json()["key"]), str(key.json()["id"]))
 
 
 async def node_statuses(deployed: Deployed) -> dict[str, str]:
@@ -173,6 +174,8 @@ class SteadyLoad:
         self._tally = _Tally()
         self._expected: dict[str, str] = {}
         self._stop = asyncio.Event()
+        self.warm_up = 0
+        """Requests made before the load, for each prompt's uncut answer."""
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[SteadyLoad]:
@@ -181,6 +184,7 @@ class SteadyLoad:
         try:
             for prompt in PROMPTS:  # what each prompt gets when nothing is wrong
                 self._expected[prompt] = await self._whole(client, prompt)
+                self.warm_up += 1
             tasks = [asyncio.create_task(self._work(i)) for i in range(self._workers)]
             try:
                 yield self

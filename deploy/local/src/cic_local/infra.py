@@ -222,6 +222,14 @@ class PrivateNats:
             stop_pid(self._proc.pid)
             self._proc = None
 
+    def restart(self) -> None:
+        """Stop the server and start it again on the same port and store: clients
+        reconnect, and what JetStream stored on disk is there again."""
+        if self._proc is None:
+            return
+        self.stop()
+        self._proc = start_nats(self._dir, self.port, self._dir / "nats.log")
+
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): clients see it hang, as on a network partition."""
         if self._proc is not None:
