@@ -16,12 +16,13 @@ from pathlib import Path
 
 import openai
 from cic_common.processes import carries_env
+from cic_local.platform import Platform
 from conftest import Running
 from support import eventually
 
 __all__ = [
     "FIGURES", "Deployed", "Figures", "Scenario", "SteadyLoad", "deploy", "engine_of",
-    "node_statuses", "processes_of", "serving_nodes",
+    "node_statuses", "processes_of", "serving_nodes", "spawns_of",
 ]  # fmt: skip
 
 FIGURES_FILE = Path(__file__).resolve().parents[2] / ".cic" / "chaos" / "figures.json"
@@ -150,6 +151,19 @@ async def serving_nodes(deployed: Deployed, besides: set[str], count: int) -> di
     statuses = await node_statuses(deployed)
     active = [n for n, status in statuses.items() if status == "active" and n not in besides]
     return statuses if len(active) == count else {}
+
+
+def spawns_of(platform: Platform, node_id: str) -> int:
+    """How often the provisioner started an agent for ``node_id``, from its log: a second
+    agent started and since gone would not show among the processes."""
+    count = 0
+    log = (platform.state_dir / "logs" / "provisioner.log").read_text(errors="replace")
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            doc = json.loads(line)
+            if isinstance(doc, dict) and doc.get("msg") == "node agent started":
+                count += doc.get("node_id") == node_id
+    return count
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -11,9 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from chaos_harness import FIGURES, Scenario
+from chaos_harness import FIGURES, Scenario, spawns_of
 from cic_common.bus import Bus
-from cic_local.platform import Platform
 from conftest import Running
 from event_faults import Durable, agents_of, consumers_by_type, settled
 from nats.aio.msg import Msg
@@ -24,19 +22,6 @@ pytestmark = pytest.mark.chaos
 
 MODEL = "chaos-duplicates"
 COPIES = 3
-
-
-def spawns_of(platform: Platform, node_id: str) -> int:
-    """How often the provisioner started an agent for ``node_id``, from its log: a second
-    agent started and since gone would not show among the processes."""
-    count = 0
-    log = (platform.state_dir / "logs" / "provisioner.log").read_text(errors="replace")
-    for line in log.splitlines():
-        with contextlib.suppress(ValueError):
-            doc = json.loads(line)
-            if isinstance(doc, dict) and doc.get("msg") == "node agent started":
-                count += doc.get("node_id") == node_id
-    return count
 
 
 @dataclass

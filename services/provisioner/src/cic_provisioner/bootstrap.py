@@ -36,6 +36,7 @@ def build_backends(settings: ProvisionerSettings) -> dict[str, ComputeBackend]:
             heartbeat_interval=settings.heartbeat_interval,
             stop_timeout=settings.stop_timeout,
             extra_env=settings.node_env,
+            launch_delay=settings.local_launch_delay,
         ),
         "skypilot": lambda: SkyPilotBackend(
             nats_url=settings.nats_url,

@@ -43,6 +43,7 @@ class LocalBackend:
         heartbeat_interval: float,
         stop_timeout: float = 15.0,
         extra_env: dict[str, str] | None = None,
+        launch_delay: float = 0.0,
     ) -> None:
         self._dir = state_dir / "nodes"
         self._nats_url = nats_url
@@ -50,6 +51,8 @@ class LocalBackend:
         self._stop_timeout = stop_timeout
         self._extra = extra_env or {}
         """Besides: ``{node_id}`` in a value is the node's id."""
+        self._launch_delay = launch_delay
+        """Seconds a launch takes before its node starts, as a cloud's does (for tests)."""
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = asyncio.Lock()
 
@@ -58,6 +61,8 @@ class LocalBackend:
                             node_id=node_id)  # fmt: skip
 
     async def launch(self, node_id: str, spec: NodeSpec, secret: str) -> Cluster:
+        if self._launch_delay and self._meta(node_id) is None:
+            await asyncio.sleep(self._launch_delay)
         async with self._lock:
             running = self._meta(node_id)
             if running is not None:
