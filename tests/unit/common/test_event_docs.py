@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cic_common.event_tables import END, START, render_tables, rewrite
+from cic_common.event_tables import (
+    END,
+    PUBLISHERS_END,
+    PUBLISHERS_START,
+    START,
+    render_publishers,
+    render_tables,
+    rewrite,
+)
 from cic_common.events import EVENT_TYPES
+from cic_common.permissions import ROLES
 
 DOC = Path(__file__).parents[3] / "docs" / "events.md"
 
@@ -21,6 +30,17 @@ def test_every_event_and_field_has_a_row() -> None:
         assert f"### `{event_type}` (v{model.VERSION})" in tables
         for field in model.model_fields:
             assert f"| `{field}` |" in tables
+
+
+def test_the_page_says_who_may_publish_each_event() -> None:
+    page = DOC.read_text()
+    assert PUBLISHERS_START in page
+    assert PUBLISHERS_END in page
+    rows = render_publishers().splitlines()
+    for role in ROLES:
+        row = next(line for line in rows if line.startswith(f"| `{role.name}` |"))
+        for event in role.publishes:
+            assert f"`{event.TYPE}`" in row
 
 
 def test_rewrite_keeps_what_is_outside_the_markers() -> None:

@@ -16,8 +16,10 @@ import pytest
 from cic_common.events import NodeSpec
 from cic_provisioner.adapters import skypilot
 from cic_provisioner.adapters.skypilot import SkyPilotBackend
+from cic_provisioner.bootstrap import build_backends
 from cic_provisioner.domain.compute import LaunchError
 from cic_provisioner.domain.tasks import AgentInstall
+from cic_provisioner.settings import ProvisionerSettings
 
 SPEC = NodeSpec(model="m", engine="vllm", backend="skypilot", accelerator="H100:1", use_spot=True)
 
@@ -86,3 +88,18 @@ async def test_a_redelivered_launch_finds_its_cluster_and_launches_nothing(
     cluster = await backend.launch("n1", SPEC, "secret")
     assert (cluster.name, cluster.node_id) == (name, "n1")
     assert sky.launched == []
+
+
+def test_nodes_are_given_the_node_users_nats_address_not_the_provisioners() -> None:
+    """Where NATS has users (deploy/nats), a node connects as ``node``: it may publish its
+    own three subjects, and holds no service's password."""
+    settings = ProvisionerSettings(
+        nats_url="nats://provisioner:pr0v@nats:4222", node_nats_url="nats://node:n0de@nats:4222",
+        backends=["skypilot"],
+    )  # fmt: skip
+    backend = build_backends(settings)["skypilot"]
+    assert isinstance(backend, SkyPilotBackend)
+    spec = NodeSpec(model="m", engine="vllm", backend="skypilot", accelerator="H100:1")
+    rendered = backend.render("n0123456789ab", spec, "s3cret" * 4)
+    assert rendered.secrets["CIC_NATS_URL"] == "nats://node:n0de@nats:4222"
+    assert "pr0v" not in repr(rendered.config)

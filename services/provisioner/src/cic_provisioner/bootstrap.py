@@ -32,14 +32,14 @@ def build_backends(settings: ProvisionerSettings) -> dict[str, ComputeBackend]:
     available: dict[str, Callable[[], ComputeBackend]] = {
         "local": lambda: LocalBackend(
             settings.state_dir.resolve(),
-            nats_url=settings.nats_url,
+            nats_url=settings.node_nats_url or settings.nats_url,
             heartbeat_interval=settings.heartbeat_interval,
             stop_timeout=settings.stop_timeout,
             extra_env=settings.node_env,
             launch_delay=settings.local_launch_delay,
         ),
         "skypilot": lambda: SkyPilotBackend(
-            nats_url=settings.nats_url,
+            nats_url=settings.node_nats_url or settings.nats_url,
             install=AgentInstall(settings.agent_package, settings.vllm_package),
             concurrency=settings.skypilot_concurrency,
             launch_timeout=settings.skypilot_launch_timeout,

@@ -23,6 +23,10 @@ class ProvisionerSettings(CommonSettings):
     skypilot_concurrency: int = Field(4, ge=1, description="SkyPilot launches at once")
     skypilot_launch_timeout: float = Field(1800.0, gt=0)
     catalog_dir: Path = Field(Path("~/.sky/catalogs/v8"), description="SkyPilot catalogs")
+    node_nats_url: str | None = Field(
+        None, description="the NATS address nodes connect to, with the node user's "
+        "credentials where NATS has users (deploy/nats); default: the provisioner's own"
+    )  # fmt: skip
     local_launch_delay: float = Field(
         0.0, ge=0, description="seconds a local launch takes before its node starts, as on a "
         "cloud (to test what happens meanwhile)"
