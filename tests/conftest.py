@@ -28,7 +28,7 @@ from cic_local.infra import (
     free_port,
     stop_infra,
 )
-from cic_local.platform import Platform, stop_nodes
+from cic_local.platform import SERVICES, Platform, ServiceSpec, stop_nodes
 from redis.asyncio import Redis
 from support import eventually
 
@@ -134,8 +134,19 @@ def platform_env() -> dict[str, str]:
 
 
 @pytest.fixture
+def platform_services() -> tuple[ServiceSpec, ...]:
+    """The services the platform runs (a test module may override this)."""
+    return SERVICES
+
+
+@pytest.fixture
 async def running(
-    servers: Servers, state_dir: Path, gateway_port: int, bus: Bus, platform_env: dict[str, str]
+    servers: Servers,
+    state_dir: Path,
+    gateway_port: int,
+    bus: Bus,
+    platform_env: dict[str, str],
+    platform_services: tuple[ServiceSpec, ...],
 ) -> AsyncIterator[Running]:
     """The whole platform on a database of its own: what one end-to-end test leaves
     behind (deployments, nodes) never reaches the next."""
@@ -153,6 +164,7 @@ async def running(
             "CIC_LOG_LEVEL": "DEBUG",
             **platform_env,
         },
+        platform_services,
     )
     base_url = f"http://127.0.0.1:{gateway_port}"
     platform.start()

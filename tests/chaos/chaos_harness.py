@@ -157,8 +157,8 @@ def spawns_of(platform: Platform, node_id: str) -> int:
     """How often the provisioner started an agent for ``node_id``, from its log: a second
     agent started and since gone would not show among the processes."""
     count = 0
-    log = (platform.state_dir / "logs" / "provisioner.log").read_text(errors="replace")
-    for line in log.splitlines():
+    logs = sorted((platform.state_dir / "logs").glob("provisioner*.log"))  # every instance's
+    for line in "\n".join(p.read_text(errors="replace") for p in logs).splitlines():
         with contextlib.suppress(ValueError):
             doc = json.loads(line)
             if isinstance(doc, dict) and doc.get("msg") == "node agent started":
@@ -181,8 +181,12 @@ class SteadyLoad:
     few prompts. The simulator answers a prompt with the same text every time, so a
     stream counts as failed if it errs or ends with other text than the uncut answer."""
 
-    def __init__(self, deployed: Deployed, workers: int = 6, max_tokens: int = 24) -> None:
+    def __init__(
+        self, deployed: Deployed, workers: int = 6, max_tokens: int = 24, base_url: str = ""
+    ) -> None:
         self._deployed = deployed
+        self._base_url = base_url or deployed.running.base_url
+        """The gateway the load goes to (by default the platform's first)."""
         self._workers = workers
         self._max_tokens = max_tokens
         self._tally = _Tally()
@@ -219,7 +223,7 @@ class SteadyLoad:
         return self._tally.errors
 
     def _client(self) -> openai.AsyncOpenAI:
-        base_url = f"{self._deployed.running.base_url}/v1"
+        base_url = f"{self._base_url}/v1"
         return openai.AsyncOpenAI(base_url=base_url, api_key=self._deployed.key, max_retries=0,
                                   timeout=60)  # fmt: skip
 
