@@ -195,3 +195,17 @@ async def test_a_key_past_its_limit_is_refused_without_a_round_trip_each_time(
     assert limiter.leases_taken == trips  # refused from memory
     assert (await limiter.admit("khammer", 6)).wait == 0  # a raised limit asks again
     assert limiter.leases_taken == trips + 1
+
+
+async def test_a_request_that_leaves_while_waiting_for_a_lease_disturbs_no_other(
+    redis: Redis,
+) -> None:
+    limiter = RateLimiter(redis)
+    assert (await limiter.admit("kcancel", 10_000)).wait == 0  # a first lease, of one
+    first, leaving, last = (asyncio.create_task(limiter.admit("kcancel", 10_000)) for _ in "abc")
+    await asyncio.sleep(0)  # the first is taking the next lease; the other two wait for it
+    leaving.cancel()  # its client left
+    assert (await first).wait == 0
+    assert (await last).wait == 0
+    with pytest.raises(asyncio.CancelledError):
+        await leaving

@@ -200,6 +200,7 @@ async def test_a_request_outlasts_a_moment_when_a_model_has_no_replica_listed(
     asking = asyncio.create_task(
         routed.client.completions.create(model=MODEL, prompt="hi", max_tokens=2)
     )
+    await asyncio.sleep(0.5)  # the request has found no replica by now (without the wait: 404)
     await routed.table.apply([routed.replica("r2")], [])
     answer = await asking
     assert answer.choices[0].text

@@ -4,7 +4,7 @@ admits only what it holds, for the limits it was taken under, until it expires."
 from __future__ import annotations
 
 import pytest
-from cic_gateway.domain.leases import Lease, Refusal, lease_size, next_sizes
+from cic_gateway.domain.leases import Lease, Refusal, leasable, lease_size, next_sizes
 
 
 @pytest.mark.parametrize(
@@ -94,3 +94,20 @@ def test_a_refusal_holds_for_a_moment_for_requests_as_large_under_the_same_limit
 ) -> None:
     refusal = Refusal(rpm=600, tpm=5000, reserve=100, until=2.0, wait=12.0)
     assert refusal.holds(rpm, tpm, reserve, now) is holds
+
+
+@pytest.mark.parametrize(
+    ("rpm", "tpm", "reserve", "expected"),
+    [
+        (399, None, 0, False),  # 0.5% of it is one request: each takes its own
+        (400, None, 0, True),
+        (None, 100_000, 500, False),  # 0.5% is 500 tokens: one request's reserve
+        (None, 100_000, 400, True),
+        (399, 100_000, 400, True),  # the tokens can be shared, so the requests wait
+        (None, None, 0, False),
+    ],
+)
+def test_a_key_is_leased_only_when_a_lease_could_hold_more_than_one_request(
+    rpm: int | None, tpm: int | None, reserve: int, expected: bool
+) -> None:
+    assert leasable(rpm, tpm, reserve) is expected

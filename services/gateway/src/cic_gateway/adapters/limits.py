@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from cic_common.scripts import Script
 from redis.asyncio import Redis
 
-from cic_gateway.domain.leases import Lease, Refusal, next_sizes
+from cic_gateway.domain.leases import Lease, Refusal, leasable, next_sizes
 
 __all__ = ["Admission", "RateLimiter"]
 
@@ -139,19 +139,27 @@ class RateLimiter:
             taking = self._taking.get(key_id)
             if taking is None:
                 break
-            await taking  # one lease taken at a time per key: then try what it left
+            # One lease taken at a time per key, then what it left is tried. Shielded: a
+            # waiter cancelled (its client left) must not cancel the others' wait.
+            await asyncio.shield(taking)
+        asked = next_sizes(self._leases.get(key_id), rpm, tpm, reserve)
+        if not leasable(rpm, tpm, reserve):
+            # Limits too small to lease more than this request: no reason to queue the
+            # key's other requests behind its round trip.
+            return await self._take_lease(key_id, rpm, tpm, reserve, asked)
         done = self._taking[key_id] = asyncio.get_running_loop().create_future()
         try:
-            return await self._take_lease(key_id, rpm, tpm, reserve)
+            return await self._take_lease(key_id, rpm, tpm, reserve, asked)
         finally:
             del self._taking[key_id]
             done.set_result(None)
 
     async def _take_lease(
-        self, key_id: str, rpm: int | None, tpm: int | None, reserve: int
+        self, key_id: str, rpm: int | None, tpm: int | None, reserve: int, asked: tuple[int, int]
     ) -> Admission:
+        # Taken out first: should the round trip fail midway, what the old lease left is
+        # not given back twice (counted too much errs towards admitting less, never more).
         old = self._leases.pop(key_id, None)
-        asked = next_sizes(old, rpm, tpm, reserve)
         given_back = (old.window, old.requests, old.tokens) if old is not None else (0, 0, 0)
         self.leases_taken += 1
         wait_ms, window, requests, tokens, left_ms = await self._admit(

@@ -6,7 +6,7 @@ never admit past the limit; what a lease leaves unused is given back when the ne
 is taken. Its size follows use (twice what the last lease served, like a congestion
 window) and is capped at a small share of the limit, which bounds what leases can hold
 back from other instances: with the default share of 0.5%, three instances together
-hold back at most 1.5% of a key's limit. A key whose limit is under 200 a minute gets
+hold back at most 1.5% of a key's limit. A key whose limit is under 400 a minute gets
 leases of exactly one request, which is the plain shared count.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LEASE_SHARE", "Lease", "Refusal", "lease_size", "next_sizes"]
+__all__ = ["LEASE_SHARE", "Lease", "Refusal", "leasable", "lease_size", "next_sizes"]
 
 LEASE_SHARE = 0.005
 """The most of a key's limit one lease may take."""
@@ -27,6 +27,13 @@ def lease_size(limit: int | None, need: int, served_before: int, share: float = 
     if not limit:
         return 0
     return max(need, min(int(limit * share), 2 * served_before))
+
+
+def leasable(rpm: int | None, tpm: int | None, reserve: int, share: float = LEASE_SHARE) -> bool:
+    """Whether a lease under ``rpm`` and ``tpm`` could ever hold more than one request
+    reserving ``reserve`` tokens (else each request takes its own, and has no reason to
+    wait for another's)."""
+    return bool(rpm and int(rpm * share) > 1) or bool(tpm and int(tpm * share) > reserve)
 
 
 @dataclass
