@@ -21,7 +21,7 @@ from conftest import Running
 from support import eventually
 
 __all__ = [
-    "FIGURES", "Deployed", "Figures", "Scenario", "SteadyLoad", "deploy", "engine_of",
+    "FIGURES", "Deployed", "Figures", "Scenario", "SteadyLoad", "agents_of", "deploy", "engine_of",
     "node_statuses", "processes_of", "serving_nodes", "spawns_of",
 ]  # fmt: skip
 
@@ -138,6 +138,11 @@ def processes_of(node_id: str) -> dict[int, str]:
                 continue
             found[int(entry)] = cmdline.decode(errors="replace")
     return found
+
+
+def agents_of(node_id: str) -> list[int]:
+    """The node agent processes running for ``node_id`` (not their engines)."""
+    return [p for p, cmd in processes_of(node_id).items() if "engines.sim" not in cmd]
 
 
 def engine_of(node_id: str) -> int:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,14 +17,13 @@ import httpx
 from cic_common.bus import Bus
 from cic_common.db import create_pool
 from cic_common.events import EVENT_TYPES, Envelope, Event, NodeSpec, RequestUsage, encode
-from cic_common.processes import carries_env
 from cic_common.signing import SIGNATURE_HEADER, signature_header
 from cic_common.streams import STREAMS, stream_for
 from cic_gateway.bootstrap import BOOTSTRAP_ADMIN_ID
 from nats.js.api import AckPolicy
 from support import eventually
 
-__all__ = ["PROBE_HEADER", "Durable", "ProbeNode", "Probing", "agents_of", "consumers_by_type",
+__all__ = ["PROBE_HEADER", "Durable", "ProbeNode", "Probing", "consumers_by_type",
            "envelope_of", "probe_event", "probing", "publish_raw", "settled"]  # fmt: skip
 
 PROBE_HEADER = "Chaos-Probe"
@@ -143,17 +140,6 @@ async def settled(bus: Bus, durables: list[Durable], seq: int) -> bool:
         if done is None or (done.stream_seq or 0) < seq:
             return False
     return True
-
-
-def agents_of(node_id: str) -> list[int]:
-    """The node agents running for ``node_id`` (not their engines)."""
-    found = []
-    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
-        with contextlib.suppress(OSError):
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if b"cic_node_agent" in argv and carries_env(pid, "CIC_NODE_ID", node_id):
-                found.append(pid)
-    return found
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from chaos_harness import FIGURES, Scenario, spawns_of
+from chaos_harness import FIGURES, Scenario, agents_of, spawns_of
 from cic_common.bus import Bus
 from conftest import Running
-from event_faults import Durable, agents_of, consumers_by_type, settled
+from event_faults import Durable, consumers_by_type, settled
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from support import dead_letters, eventually, published

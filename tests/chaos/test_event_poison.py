@@ -8,14 +8,13 @@ from functools import partial
 
 import nats.errors
 import pytest
-from chaos_harness import FIGURES, Scenario
+from chaos_harness import FIGURES, Scenario, agents_of
 from cic_common.bus import Bus
 from cic_common.events import EVENT_TYPES, MAX_EVENT_BYTES, Event, UsageRecorded
 from conftest import Running
 from event_faults import (
     PROBE_HEADER,
     ProbeNode,
-    agents_of,
     envelope_of,
     probe_event,
     probing,

@@ -18,6 +18,7 @@ from chaos_harness import (
     FIGURES,
     Deployed,
     SteadyLoad,
+    agents_of,
     deploy,
     node_statuses,
     processes_of,
@@ -37,7 +38,7 @@ DEAD_AFTER = 30.0
 
 
 def agent_of(node_id: str) -> int:
-    agents = [p for p, cmd in processes_of(node_id).items() if "engines.sim" not in cmd]
+    agents = agents_of(node_id)
     assert len(agents) == 1, f"{node_id}: {processes_of(node_id)}"
     return agents[0]
 

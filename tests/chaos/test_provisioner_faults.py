@@ -13,9 +13,9 @@ from chaos_harness import (
     FIGURES,
     Deployed,
     SteadyLoad,
+    agents_of,
     deploy,
     node_statuses,
-    processes_of,
     spawns_of,
 )  # fmt: skip
 from cic_common.bus import Bus
@@ -39,11 +39,6 @@ async def launching(deployed: Deployed, known: set[str]) -> str | None:
     statuses = await node_statuses(deployed)
     found = [n for n, s in statuses.items() if n not in known and s == "launching"]
     return found[0] if found else None
-
-
-def agents_of(node_id: str) -> list[int]:
-    """The node agent processes (not engines) running for ``node_id``."""
-    return [p for p, cmd in processes_of(node_id).items() if "cic_node_agent " in cmd + " "]
 
 
 async def reconciled_clean(deployed: Deployed, after: int) -> dict[str, object] | None:
