@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 from cic_common.db import create_pool, migrate
 from cic_common.events import Heartbeat, NodeReady, ReplicaSuspected
 from cic_common.loops import Loop
@@ -27,21 +28,29 @@ from redis.asyncio import Redis
 from support import envelope_for, eventually, sim_engine
 
 
+async def prepared(
+    database: str, servers: Servers, deployment: str, model: str, replicas: int
+) -> tuple[asyncpg.Pool, Redis]:
+    """A migrated pool with ``deployment`` serving ``model``, and an emptied test Redis."""
+    pool = await create_pool(database)
+    await migrate(pool)
+    redis = Redis.from_url(servers.redis_url)
+    await redis.flushdb()
+    await pool.execute(
+        "INSERT INTO deployments (id, name, model, replicas) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT DO NOTHING", deployment, deployment[1:], model, replicas,
+    )  # fmt: skip
+    return pool, redis
+
+
 async def test_a_hung_engine_is_caught_by_polls_while_its_agent_still_beats(
     database: str, servers: Servers
 ) -> None:
     port = free_port()
     launch = EngineLaunch("sim", "pmodel", "127.0.0.1", port, 2048)
     engine = EngineProcess(engine_command(sys.executable, launch), f"http://127.0.0.1:{port}")
-    pool = await create_pool(database)
-    await migrate(pool)
-    redis = Redis.from_url(servers.redis_url)
-    await redis.flushdb()
+    pool, redis = await prepared(database, servers, "dpoll", "pmodel", 1)
     poller = EnginePoller(timeout=0.5)
-    await pool.execute(
-        "INSERT INTO deployments (id, name, model, replicas) VALUES"
-        " ('dpoll', 'poll', 'pmodel', 1) ON CONFLICT DO NOTHING"
-    )
     await pool.execute(
         "INSERT INTO nodes (id, deployment_id, generation, status, spec, backend)"
         " VALUES ('npoll', 'dpoll', 1, 'initializing', $1, 'local')",
@@ -109,14 +118,7 @@ async def test_a_hung_engine_stays_out_when_redis_loses_its_poll_streak(
     flush). Heartbeats alone do not bring the node back: over several more poll
     intervals no verdict pass finds it active, and its polls fail again from zero."""
     policy = HealthPolicy()
-    pool = await create_pool(database)
-    await migrate(pool)
-    redis = Redis.from_url(servers.redis_url)
-    await redis.flushdb()
-    await pool.execute(
-        "INSERT INTO deployments (id, name, model, replicas) VALUES"
-        " ('dlost', 'lost', 'lmodel', 1) ON CONFLICT DO NOTHING"
-    )
+    pool, redis = await prepared(database, servers, "dlost", "lmodel", 1)
     await pool.execute(
         "INSERT INTO nodes (id, deployment_id, generation, status, spec, backend)"
         " VALUES ('nlost', 'dlost', 1, 'initializing', $1, 'local')", {"model": "lmodel"},
@@ -211,14 +213,7 @@ async def test_a_suspected_replica_is_polled_at_once_and_only_a_failing_one_leav
         "nlive": f"http://127.0.0.1:{live.sockets[0].getsockname()[1]}",
         "ngone": f"http://127.0.0.1:{free_port()}",  # nothing listens: refused at once
     }
-    pool = await create_pool(database)
-    await migrate(pool)
-    redis = Redis.from_url(servers.redis_url)
-    await redis.flushdb()
-    await pool.execute(
-        "INSERT INTO deployments (id, name, model, replicas) VALUES"
-        " ('dsus', 'sus', 'smodel', 2) ON CONFLICT DO NOTHING"
-    )
+    pool, redis = await prepared(database, servers, "dsus", "smodel", 2)
     table = ReplicaTable(redis)
     monitor = HealthMonitor(
         HealthStore(pool), HeartbeatStore(redis), table, HealthPolicy(),
