@@ -50,7 +50,7 @@ from .chaos_figures import ChaosFigures, chaos_goals, chaos_table
 from .cic import gateway
 from .load import pacing, wrk
 from .peers import litellm, vllm_router
-from .procs import ServerFailed, settle, tree_cpu_seconds
+from .procs import PROXY_CORE, ServerFailed, other_cores, pin_tree, settle, tree_cpu_seconds
 from .profile import profile_lines, sampled
 from .report import CIC, DIRECT, LITELLM, VLLM_ROUTER, Row, goals, helper_lines, table, ttft_lines
 from .targets import FAST, STREAM, Backends, Launcher, Target, backends, chat_body
@@ -99,6 +99,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         help="our gateway's key without a rate limit (no Redis call)")  # fmt: skip
     parser.add_argument("--profile", action="store_true",
                         help="py-spy our gateway at peak; list where its time goes")  # fmt: skip
+    parser.add_argument("--isolate", action="store_true",
+                        help="each proxy on a core of its own, all else on the others")  # fmt: skip
     parser.add_argument("--ttft-requests", type=int, default=300,
                         help="streams through each target (and as many direct)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -127,18 +129,30 @@ def measure_peak(row: Row, target: Target, workdir: Path, args: argparse.Namespa
     spent per request; then wait until it has worked off whatever it queued."""
     url, body = target.url(FAST), chat_body(FAST)
     say(f"{target.name}: warm-up, then peak ({args.connections} connections) ...")
-    wrk(url, body, target.headers, workdir, seconds=WARMUP_SECONDS, connections=args.connections)
+    wrk(
+        url,
+        body,
+        target.headers,
+        workdir,
+        seconds=WARMUP_SECONDS,
+        connections=args.connections,
+        spread=target.spread,
+    )
     charged = {target.name: [target.pid] if target.pid else []}
     charged |= target.helpers() if target.helpers else {}
+    if args.isolate:  # its NATS, PostgreSQL and Redis are not on the proxy's host either
+        for name, pids in charged.items():
+            for pid in pids if name != target.name else []:
+                pin_tree(pid, other_cores())
     before = {name: cpu_seconds(pids) for name, pids in charged.items()}
     if args.profile and row.key == CIC and target.pid:
         with sampled(target.pid, args.duration, PROFILE) as profile:
             row.peak = wrk(url, body, target.headers, workdir, seconds=args.duration,
-                           connections=args.connections)  # fmt: skip
+                           connections=args.connections, spread=target.spread)  # fmt: skip
         row.profile = profile.stacks()
     else:
         row.peak = wrk(url, body, target.headers, workdir, seconds=args.duration,
-                       connections=args.connections)  # fmt: skip
+                       connections=args.connections, spread=target.spread)  # fmt: skip
     spent = {name: 1000 * (cpu_seconds(pids) - before[name]) / max(1, row.peak.requests)
              for name, pids in charged.items() if pids}  # fmt: skip
     row.cpu_ms = spent.pop(target.name, None)
@@ -153,7 +167,8 @@ def measure_paced(
     say(f"{target.name}: paced at {rate:.0f} req/s ({connections} connections, "
         f"{spacing:.1f} ms apart) ...")  # fmt: skip
     row.paced = wrk(target.url(FAST), chat_body(FAST), target.headers, workdir,
-                    seconds=args.duration, connections=connections, spacing_ms=spacing)  # fmt: skip
+                    seconds=args.duration, connections=connections, spacing_ms=spacing,
+                    spread=target.spread)  # fmt: skip
 
 
 def measure(
@@ -162,19 +177,38 @@ def measure(
     """Start one target, take its figures, stop it. ``pace``: the paced run's rate
     (None: half of this target's own peak)."""
     with LAUNCHERS[key](backends, workdir) as target:
-        row = Row(key, target.name + (f" ({target.note})" if target.note else ""))
-        measure_peak(row, target, workdir, args)
-        assert row.peak is not None
-        say(f"{target.name}: peak {row.peak.rate:.0f} req/s, quiet {row.busy_after_s:.1f} s "
-            "after")  # fmt: skip
-        measure_paced(row, target, workdir, args, pace or row.peak.rate / 2)
-        if key != DIRECT:
-            say(f"{target.name}: {args.ttft_requests} streams, and as many direct ...")
-            row.ttft = measure_ttft(
-                target.url(STREAM), f"{backends.engines[STREAM][0]}/v1/chat/completions",
-                chat_body(STREAM, stream=True), target.headers, requests=args.ttft_requests,
-            )  # fmt: skip
-        return row
+        if args.isolate and target.pid:
+            pin_tree(target.pid, {PROXY_CORE})
+        try:
+            return _measured(key, target, backends, workdir, args, pace)
+        finally:
+            if args.isolate and target.helpers:  # the machine's servers, back as they were
+                for pid in (pid for pids in target.helpers().values() for pid in pids):
+                    pin_tree(pid, set(range(os.cpu_count() or 2)))
+
+
+def _measured(
+    key: str,
+    target: Target,
+    backends: Backends,
+    workdir: Path,
+    args: argparse.Namespace,
+    pace: float | None,
+) -> Row:
+    """One target's figures: peak, paced, and TTFT."""
+    row = Row(key, target.name + (f" ({target.note})" if target.note else ""))
+    measure_peak(row, target, workdir, args)
+    assert row.peak is not None
+    say(f"{target.name}: peak {row.peak.rate:.0f} req/s, quiet {row.busy_after_s:.1f} s "
+        "after")  # fmt: skip
+    measure_paced(row, target, workdir, args, pace or row.peak.rate / 2)
+    if key != DIRECT:
+        say(f"{target.name}: {args.ttft_requests} streams, and as many direct ...")
+        row.ttft = measure_ttft(
+            target.url(STREAM), f"{backends.engines[STREAM][0]}/v1/chat/completions",
+            chat_body(STREAM, stream=True), target.headers, requests=args.ttft_requests,
+        )  # fmt: skip
+    return row
 
 
 def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Row], float | None]:
@@ -211,6 +245,8 @@ def print_chaos(runs: list[ChaosFigures], kept: dict[str, Path]) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     os.environ["CIC_WORKERS"] = str(args.gateway_workers)  # read by ``cic.gateway``
+    if args.isolate:  # whatever this process starts inherits it
+        os.sched_setaffinity(0, other_cores())
     if args.no_rate_limit:
         os.environ["CIC_BENCH_NO_RATE_LIMIT"] = "1"  # read by ``cic.gateway`` too
     if args.only and shutil.which("wrk") is None:
@@ -242,7 +278,13 @@ def print_rows(rows: list[Row], pace: float | None, args: argparse.Namespace) ->
           f"{pace_text} for {args.duration:g} s; TTFT: "
           f"{args.ttft_requests} streams of 8 tokens (first after 20 ms, then every 10 ms), "
           "4 at a time, interleaved with as many direct")  # fmt: skip
-    print("- 3 simulator engines per model behind every target; direct: the first one\n")
+    print(
+        "- 3 simulator engines per model behind every target; direct: wrk spreads the load "
+        "over them itself"
+    )
+    if args.isolate:
+        print(f"- each proxy alone on core {PROXY_CORE}; engines, wrk and the bench on the rest")
+    print()
     print(table(rows))
     print()
     for line in [*helper_lines(rows), *ttft_lines(rows), *goals(rows)]:

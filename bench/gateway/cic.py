@@ -63,8 +63,9 @@ async def _prepare(postgres_url: str, redis_url: str, backends: Backends) -> str
     return dsn
 
 
-def _helpers(nats_pid: int | None, postgres_url: str) -> dict[str, list[int]]:
-    """The private nats-server, and the PostgreSQL backends serving our database."""
+def _helpers(nats_pid: int | None, postgres_url: str, redis_url: str) -> dict[str, list[int]]:
+    """The private nats-server, the PostgreSQL backends serving our database, and the
+    Redis server (when it runs on this machine)."""
 
     async def backends() -> list[int]:
         conn = await asyncpg.connect(f"{postgres_url.rstrip('/')}/postgres")
@@ -75,7 +76,16 @@ def _helpers(nats_pid: int | None, postgres_url: str) -> dict[str, list[int]]:
             await conn.close()
         return [row["pid"] for row in rows]
 
-    return {"nats-server": [nats_pid] if nats_pid else [], "PostgreSQL": asyncio.run(backends())}
+    async def redis_server() -> int:
+        redis = Redis.from_url(redis_url)
+        try:
+            return int((await redis.info("server"))["process_id"])
+        finally:
+            await redis.aclose()
+
+    redis = asyncio.run(redis_server())
+    return {"nats-server": [nats_pid] if nats_pid else [], "PostgreSQL": asyncio.run(backends()),
+            "Redis": [redis] if Path(f"/proc/{redis}").exists() else []}  # fmt: skip
 
 
 def _user_key(base: str, admin_key: str, models: list[str]) -> str:
@@ -141,7 +151,7 @@ def gateway(
                     headers={"Authorization": f"Bearer {key}"},
                     note=f"auth, {_limit()}, metering on, {workers} worker"
                     + ("s" if workers > 1 else ""),
-                    helpers=lambda: _helpers(nats.pid, infra.postgres_url),
+                    helpers=lambda: _helpers(nats.pid, infra.postgres_url, redis_url),
                 )
         finally:
             asyncio.run(drop_database(infra.postgres_url, DATABASE))

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 __all__ = ["WrkResult", "lua_script", "pacing", "parse_wrk", "wrk"]
 
@@ -42,10 +43,28 @@ def _lua_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def lua_script(body_file: Path, headers: Mapping[str, str], spacing_ms: float | None) -> str:
+def lua_script(
+    body_file: Path,
+    headers: Mapping[str, str],
+    spacing_ms: float | None,
+    spread: Sequence[str] = (),
+) -> str:
     """A script that POSTs the JSON in ``body_file`` with ``headers``; with
-    ``spacing_ms``, each connection waits that long on average before each request."""
+    ``spacing_ms``, each connection waits that long on average before each request; with
+    ``spread`` (base URLs), wrk's n-th thread sends to the n-th server."""
     lines = ['wrk.method = "POST"', 'wrk.headers["Content-Type"] = "application/json"']
+    if spread:
+        hosts = [urlsplit(url) for url in spread]
+        pairs = ", ".join(f'{{{_lua_string(h.hostname or "")}, "{h.port}"}}' for h in hosts)
+        lines += [
+            f"local servers = {{{pairs}}}",
+            "local started = 0",
+            "function setup(thread)",
+            "  local server = servers[started % #servers + 1]",
+            "  started = started + 1",
+            "  thread.addr = wrk.lookup(server[1], server[2])[1]",
+            "end",
+        ]
     lines += [f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items()]
     lines.append(f"wrk.body = io.open({_lua_string(str(body_file))}):read('*a')")
     if spacing_ms is not None:
@@ -105,14 +124,18 @@ def wrk(
     seconds: float,
     connections: int,
     spacing_ms: float | None = None,
+    spread: Sequence[str] = (),
 ) -> WrkResult:
-    """One measured ``wrk -t1`` run of ``seconds`` POSTing ``body`` to ``url``."""
+    """One measured ``wrk`` run of ``seconds`` POSTing ``body`` to ``url``'s path: one
+    thread, or one per server of ``spread`` (``connections`` shared among them)."""
     body_file = workdir / "body.json"
     body_file.write_text(body)
     script = workdir / "post.lua"
-    script.write_text(lua_script(body_file, headers, spacing_ms))
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-            "--timeout", "10s", "-s", str(script), url]  # fmt: skip
+    script.write_text(lua_script(body_file, headers, spacing_ms, spread))
+    threads = max(1, len(spread))
+    argv = ["wrk", f"-t{threads}", f"-c{max(connections, threads)}",
+            f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s", "-s", str(script),
+            url]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")

@@ -18,9 +18,25 @@ from pathlib import Path
 
 from cic_local.embedded import stop_pid
 
-__all__ = ["ServerFailed", "serve", "settle", "tail", "tree_cpu_seconds"]
+__all__ = [
+    "PROXY_CORE",
+    "ServerFailed",
+    "other_cores",
+    "pin_tree",
+    "serve",
+    "settle",
+    "tail",
+    "tree_cpu_seconds",
+]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+PROXY_CORE = 0
+"""With ``--isolate``: the proxy's core; the engines, wrk, the proxy's own servers and the
+benchmark get the others, as when the proxy has a host of its own."""
+
+
+def other_cores() -> set[int]:
+    return set(range(os.cpu_count() or 2)) - {PROXY_CORE}
 
 
 class ServerFailed(RuntimeError):
@@ -97,22 +113,47 @@ def _stat_fields(pid: int) -> list[str] | None:
         return None  # gone meanwhile
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` and every live descendant, each with what its
-    own exited children left it (``cutime``, ``cstime``): a proxy that runs worker
-    processes is charged for them. Threads are included by the kernel already."""
+def _tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit() and (fields := _stat_fields(int(entry))) is not None:
             children.setdefault(int(fields[1]), []).append(int(entry))  # fields[1]: ppid
-    total, todo = 0, [pid]
+    found, todo = [], [pid]
     while todo:
         current = todo.pop()
-        fields = _stat_fields(current)
-        if fields is None:
-            continue
-        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        found.append(current)
         todo.extend(children.get(current, []))
+    return found
+
+
+def pin_tree(pid: int, cores: set[int]) -> int:
+    """Run every thread of ``pid`` and of its descendants on ``cores`` only (threads and
+    processes started later inherit it); how many threads were pinned."""
+    pinned = 0
+    for process in _tree(pid):
+        try:
+            threads = [int(task) for task in os.listdir(f"/proc/{process}/task")]
+        except OSError:
+            continue  # gone meanwhile
+        for thread in threads:
+            try:
+                os.sched_setaffinity(thread, cores)
+                pinned += 1
+            except OSError:
+                continue
+    return pinned
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and every live descendant, each with what its
+    own exited children left it (``cutime``, ``cstime``): a proxy that runs worker
+    processes is charged for them. Threads are included by the kernel already."""
+    total = 0
+    for process in _tree(pid):
+        fields = _stat_fields(process)
+        if fields is not None:
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
     return total / _TICKS
 
 

@@ -70,6 +70,9 @@ class Target:
     helpers: Callable[[], dict[str, list[int]]] | None = None
     """The processes of the target's own infrastructure, by name (asked after the warm-up,
     when its connection pools are full): their CPU is reported beside its own."""
+    spread: tuple[str, ...] = ()
+    """Base URLs wrk spreads its load over itself, a thread each (the direct path: the
+    same engines the proxies share, each as busy as behind a proxy)."""
 
     def url(self, model: str) -> str:
         return f"{self.base_urls[model]}/v1/chat/completions"
@@ -101,9 +104,11 @@ def backends(workdir: Path) -> Iterator[Backends]:
 
 @contextmanager
 def direct(backends: Backends, _: Path) -> Iterator[Target]:
-    """The baseline: straight to the first engine of each model."""
+    """The baseline: straight to the engines, wrk spreading the load over them itself
+    (streams, for the TTFT, go to the first engine of their model)."""
     yield Target(
-        "direct (one backend)",
+        f"direct (wrk spread over the {ENGINES} engines)",
         {model: urls[0] for model, urls in backends.engines.items()},
         pid=None,
+        spread=tuple(backends.engines[FAST]),
     )

@@ -12,6 +12,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import openai
@@ -156,6 +157,22 @@ async def serving_nodes(deployed: Deployed, besides: set[str], count: int) -> di
     statuses = await node_statuses(deployed)
     active = [n for n, status in statuses.items() if status == "active" and n not in besides]
     return statuses if len(active) == count else {}
+
+
+async def scale_to(deployed: Deployed, replicas: int) -> None:
+    """Ask for ``replicas`` and wait until that many nodes serve."""
+    scaled = await deployed.running.admin.patch(
+        f"/admin/deployments/{deployed.deployment_id}", json={"replicas": replicas}
+    )
+    assert scaled.status_code in (200, 202), scaled.text
+    await eventually(partial(serving_nodes, deployed, set(), replicas), within=120)
+
+
+async def metered(deployed: Deployed, requests: int) -> bool:
+    """Whether the deployment key's usage counts exactly ``requests`` requests (none
+    twice)."""
+    answer = await deployed.running.admin.get("/admin/usage", params={"key_id": deployed.key_id})
+    return sum(int(row["requests"]) for row in answer.json()["data"]) == requests
 
 
 def spawns_of(platform: Platform, node_id: str) -> int:

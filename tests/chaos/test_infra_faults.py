@@ -9,7 +9,7 @@ import asyncio
 from functools import partial
 
 import pytest
-from chaos_harness import FIGURES, Deployed, SteadyLoad, deploy, serving_nodes
+from chaos_harness import FIGURES, SteadyLoad, deploy, metered, scale_to
 from cic_common.bus import Bus
 from cic_common.replicas import ReplicaTable
 from cic_local.infra import PrivateNats
@@ -24,13 +24,6 @@ MODEL = "chaos-infra"
 
 async def listed(table: ReplicaTable, count: int) -> bool:
     return len(await table.replicas(MODEL)) == count
-
-
-async def metered(deployed: Deployed, key_id: str, requests: int) -> bool:
-    """Whether the key's usage counts exactly ``requests`` requests (none twice)."""
-    answer = await deployed.running.admin.get("/admin/usage", params={"key_id": key_id})
-    rows = answer.json()["data"]
-    return sum(int(row["requests"]) for row in rows) == requests
 
 
 async def stored_events(bus: Bus) -> tuple[int, int, int] | None:
@@ -59,11 +52,7 @@ async def test_redis_flushed_and_nats_restarted_under_load_lose_nothing(
             stored = await stored_events(bus)
             private_nats.restart()  # usage batches published meanwhile are retried
             kept = await eventually(partial(stored_events, bus), within=60)
-            scaled = await running.admin.patch(
-                f"/admin/deployments/{deployed.deployment_id}", json={"replicas": 3}
-            )
-            assert scaled.status_code in (200, 202), scaled.text
-            await eventually(partial(serving_nodes, deployed, set(), 3), within=120)
+            await scale_to(deployed, 3)
             await asyncio.sleep(2)
     finally:
         await redis.aclose()
@@ -78,7 +67,7 @@ async def test_redis_flushed_and_nats_restarted_under_load_lose_nothing(
     answered = (scenario.requests_sent or 0) + (scenario.streams_sent or 0) + load.warm_up
     # Every answered request metered once: the usage published around the restart is
     # not lost, and none is counted twice.
-    await eventually(partial(metered, deployed, deployed.key_id, answered), within=60)
+    await eventually(partial(metered, deployed, answered), within=60)
     scenario.events_published, scenario.events_lost = answered, 0
     scenario.notes = f"usage events of every request; {stored[2]} stored events kept"
     FIGURES.record(scenario)

@@ -32,9 +32,15 @@ from cic_common.events import (
     TerminationWarning,
     UsageRecorded,
 )
-from cic_common.permissions import ROLES, render_config
+from cic_common.permissions import ROLES, inbox_prefix, render_config
 from cic_common.processes import free_port
-from cic_common.streams import INVENTORY_SUBJECT, PRICES_SUBJECT, dlq_subject, stream_for
+from cic_common.streams import (
+    INVENTORY_SUBJECT,
+    PRICES_SUBJECT,
+    STREAMS,
+    dlq_subject,
+    stream_for,
+)
 from cic_local.embedded import port_open, stop_pid
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -116,7 +122,8 @@ async def session(secured: SecuredNats, user: str) -> AsyncIterator[Session]:
     async def on_error(exc: Exception) -> None:
         refusals.append(str(exc))
 
-    nc = await nats.connect(secured.url(user), error_cb=on_error, connect_timeout=2)
+    nc = await nats.connect(secured.url(user), error_cb=on_error, connect_timeout=2,
+                            inbox_prefix=inbox_prefix(user))  # fmt: skip
     try:
         yield Session(nc, refusals)
     finally:
@@ -136,6 +143,33 @@ async def test_each_control_plane_service_declares_the_streams_as_its_own_user(
 ) -> None:
     bus = await Bus.connect(secured.url(user), producer=f"{user}/test")  # raises if refused
     await bus.close()
+
+
+async def test_only_the_scheduler_may_change_a_streams_configuration(
+    secured: SecuredNats, streams: None
+) -> None:
+    changed = STREAMS[0].config()
+    changed.description = "changed by a test"
+    async with session(secured, "gateway") as gateway:
+        with pytest.raises(TimeoutError):  # refused: no answer comes
+            await gateway.nc.jetstream(timeout=1.5).update_stream(changed)
+        await eventually(lambda: asyncio.sleep(0, result=gateway.refusals))
+        assert REFUSED in gateway.refusals[0]
+    async with session(secured, "scheduler") as scheduler:
+        info = await scheduler.nc.jetstream().update_stream(changed)
+        assert info.config.description == "changed by a test"
+    # A service that may not update still starts against the changed stream.
+    bus = await Bus.connect(secured.url("gateway"), producer="gateway/test", update_streams=False)
+    await bus.close()
+
+
+async def test_no_user_may_listen_in_on_another_users_replies(secured: SecuredNats) -> None:
+    async with session(secured, "gateway") as gateway:
+        await gateway.nc.subscribe(f"{inbox_prefix('scheduler')}.>")
+        await gateway.nc.flush()
+        await eventually(lambda: asyncio.sleep(0, result=gateway.refusals))
+        assert REFUSED in gateway.refusals[0]
+        assert "subscription" in gateway.refusals[0].lower()
 
 
 async def test_every_user_may_publish_exactly_its_own_events(

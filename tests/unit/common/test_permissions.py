@@ -127,7 +127,10 @@ def test_nobody_may_delete_or_purge_a_stream_or_publish_dead_letters_it_does_not
 
 def test_only_the_provisioner_hears_requests_and_only_tools_watch_events() -> None:
     for r in ROLES:
-        assert r.may_subscribe("_INBOX.AbC.1"), r.name
+        assert r.may_subscribe(f"_INBOX_{r.name}.AbC.1"), r.name
+        others = {o.name for o in ROLES if o is not r and o.may_subscribe(f"_INBOX_{r.name}.x")}
+        assert others == set(), (r.name, others)  # nobody listens in on another's replies
+        assert r.may_subscribe("_INBOX.AbC.1") is (r.name == "tools"), r.name
         hears = r.may_subscribe("cic.inventory.request")
         assert hears is (r.name in {"provisioner", "tools"}), r.name
         assert r.may_subscribe("cic.launch-requested.n1") is (r.name == "tools"), r.name
@@ -157,6 +160,7 @@ def test_a_service_may_run_the_consumers_and_declarations_its_bootstrap_does(
         (d.event.TYPE, d.name) for d in r.consumes
     }
     assert ("declare=False" not in source) is r.declares
+    assert (r.declares and "update_streams=False" not in source) is r.updates
 
 
 def test_docker_compose_runs_the_generated_config_and_each_service_as_its_own_user() -> None:

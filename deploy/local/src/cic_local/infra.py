@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from cic_local.embedded import (
     start_redis,
     stop_pid,
 )
+from cic_local.private import PrivateNats
 
 __all__ = [
     "Infra",
@@ -183,61 +182,6 @@ def stop_infra(state_dir: Path, *, purge: bool = False) -> list[str]:
             shutil.rmtree(link.resolve(), ignore_errors=True)
         shutil.rmtree(infra, ignore_errors=True)
     return stopped
-
-
-class PrivateNats:
-    """A throwaway JetStream nats-server on a free port, for one test session."""
-
-    def __init__(self, workdir: Path) -> None:
-        self._dir = workdir
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
-    def start(self) -> None:
-        """Start on a free port with JetStream storing in the work directory; return once
-        it accepts connections."""
-        if self._proc is not None:
-            return
-        for attempt in range(3):
-            self.port = free_port()
-            try:
-                self._proc = start_nats(self._dir, self.port, self._dir / "nats.log")
-                return
-            except PortTaken:
-                if attempt == 2:
-                    raise
-
-    def stop(self) -> None:
-        """Terminate the server and wait for it; idempotent."""
-        if self._proc is not None:
-            self.resume()  # a stopped process would not act on SIGTERM until SIGKILL
-            stop_pid(self._proc.pid)
-            self._proc = None
-
-    def restart(self) -> None:
-        """Stop the server and start it again on the same port and store: clients
-        reconnect, and what JetStream stored on disk is there again."""
-        if self._proc is None:
-            return
-        self.stop()
-        self._proc = start_nats(self._dir, self.port, self._dir / "nats.log")
-
-    def pause(self) -> None:
-        """Freeze the server (SIGSTOP): clients see it hang, as on a network partition."""
-        if self._proc is not None:
-            os.kill(self._proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self._proc is not None:
-            os.kill(self._proc.pid, signal.SIGCONT)
 
 
 def _quoted(name: str) -> str:

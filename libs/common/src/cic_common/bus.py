@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client
@@ -16,6 +17,7 @@ from cic_common.consumer import (
     nak_delay,
 )
 from cic_common.events import Event, encode
+from cic_common.permissions import inbox_prefix
 from cic_common.signing import SIGNATURE_HEADER, signature_header
 from cic_common.streams import ensure_streams
 from cic_common.telemetry import inject_headers
@@ -54,22 +56,26 @@ class Bus:
         *,
         producer: str,
         declare: bool = True,
+        update_streams: bool = True,
         signing_secret: str | None = None,
         signing_key_id: str = "node",
     ) -> Bus:
-        """Connect and, with ``declare``, make sure the streams exist (control-plane
-        services declare; node agents only publish, signing with ``signing_secret``;
-        a trusted tool signs as ``tool/<name>``)."""
+        """Connect and, with ``declare``, make sure the streams exist, and with
+        ``update_streams`` that they are configured as declared (control-plane services
+        declare, the scheduler alone updates; node agents only publish, signing with
+        ``signing_secret``; a trusted tool signs as ``tool/<name>``)."""
+        user = urlsplit(url.split(",")[0]).username
         nc = await nats.connect(
             url,
             name=producer,
+            inbox_prefix=inbox_prefix(user) if user else "_INBOX",
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             connect_timeout=2,
         )
         bus = cls(nc, producer, signing_secret, signing_key_id)
         if declare:
-            await ensure_streams(bus.js)
+            await ensure_streams(bus.js, update=update_streams)
         return bus
 
     async def publish(self, event: Event, *, msg_id: str | None = None) -> str:

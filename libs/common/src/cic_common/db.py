@@ -9,11 +9,19 @@ from typing import Any
 
 import asyncpg
 
-__all__ = ["create_pool", "migrate", "migrations"]
+__all__ = ["UNAVAILABLE", "create_pool", "migrate", "migrations"]
 
 log = logging.getLogger(__name__)
 _LOCK_KEY = 0x0C1C_0001
 """Advisory lock held while migrating, so instances starting together take turns."""
+
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,  # refused, reset, timed out
+    asyncpg.InterfaceError,  # the connection closed under a query
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,  # shutting down, starting up, crashed
+)
+"""What a query raises while PostgreSQL cannot be reached, as opposed to what it refused."""
 
 
 async def _init_connection(conn: Any) -> None:

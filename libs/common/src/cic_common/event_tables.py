@@ -81,6 +81,7 @@ def _listed(names: list[str]) -> str:
 
 def _jetstream(role: Role) -> str:
     rights = ["declares the streams"] if role.declares else []
+    rights += ["updates their configuration"] if role.updates else []
     pulled = role.pulled_streams()
     if pulled:
         rights.append(f"durable consumers on {_listed(pulled)}")

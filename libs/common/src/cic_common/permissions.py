@@ -39,10 +39,16 @@ from cic_common.streams import (
     stream_for,
 )
 
-__all__ = ["ROLES", "Durable", "Role", "permits", "render_config", "role"]
+__all__ = ["ROLES", "Durable", "Role", "inbox_prefix", "permits", "render_config", "role"]
 
-INBOXES = "_INBOX.>"
-"""Where replies land: JetStream acks and API answers, request replies, pulled events."""
+TOOL_INBOXES = "_INBOX.>"
+"""Where external tools take their replies: the default of every NATS client."""
+
+
+def inbox_prefix(user: str) -> str:
+    """Where ``user``'s replies land (JetStream acks and API answers, request replies,
+    pulled events): a prefix of its own, so no other user may listen in on them."""
+    return f"_INBOX_{user}"
 
 
 class Durable(NamedTuple):
@@ -69,7 +75,10 @@ class Role:
     ties a durable's name in the request to the one in the subject), and dead-letters
     their events."""
     declares: bool = False
-    """It creates or updates the streams at each start (``Bus.connect(declare=True)``)."""
+    """It creates the streams at each start if they are missing (``Bus.connect``)."""
+    updates: bool = False
+    """It also brings the streams' configuration up to date (``update_streams=True``):
+    one role only, and not the one facing the internet."""
     asks: tuple[str, ...] = ()
     """Core request subjects it sends requests to."""
     answers: tuple[str, ...] = ()
@@ -87,9 +96,9 @@ class Role:
         subjects += [dlq_subject(f"cic.{d.event.TYPE}.>") for d in self.consumes]
         subjects += self.asks
         if self.declares:
-            for spec in STREAMS:
-                subjects += [f"$JS.API.STREAM.CREATE.{spec.name}",
-                             f"$JS.API.STREAM.UPDATE.{spec.name}"]  # fmt: skip
+            subjects += [f"$JS.API.STREAM.CREATE.{spec.name}" for spec in STREAMS]
+        if self.updates:
+            subjects += [f"$JS.API.STREAM.UPDATE.{spec.name}" for spec in STREAMS]
         for d in self.consumes:
             subjects += [
                 f"$JS.API.CONSUMER.DURABLE.CREATE.{d.stream}.{d.name}",
@@ -112,7 +121,10 @@ class Role:
         return subjects
 
     def subscribe_allow(self) -> list[str]:
-        return [INBOXES, *self.answers, *self.reads]
+        inboxes = [f"{inbox_prefix(self.name)}.>"]
+        if self.reads:  # tools: a NATS CLI takes its replies on the default inboxes
+            inboxes.append(TOOL_INBOXES)
+        return [*inboxes, *self.answers, *self.reads]
 
     def pulled_streams(self) -> list[str]:
         """The streams its durable consumers read, in the order of ``STREAMS``."""
@@ -138,7 +150,7 @@ ROLES: tuple[Role, ...] = (
                    Durable(NodeTerminated, "scheduler-node-terminated"),
                    Durable(LaunchFailed, "scheduler-launch-failed"),
                    Durable(NodeLost, "scheduler-node-lost")),
-         declares=True),
+         declares=True, updates=True),
     Role("provisioner", "every provisioner instance",
          publishes=(NodeLaunching, NodeLaunched, LaunchFailed, NodeTerminated),
          consumes=(Durable(LaunchRequested, "provisioner-launch-requested"),

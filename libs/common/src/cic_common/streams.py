@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -19,6 +20,8 @@ __all__ = [
     "dlq_subject",
     "ensure_streams",
 ]
+
+log = logging.getLogger(__name__)
 
 DLQ_PREFIX = "dlq"
 INVENTORY_SUBJECT = "cic.inventory.request"
@@ -88,12 +91,17 @@ def stream_for(subject: str) -> str:
     return "CIC_EVENTS"
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create or update every stream; safe to run at each start of every instance."""
+async def ensure_streams(js: JetStreamContext, *, update: bool = True) -> None:
+    """Create every missing stream and, with ``update``, bring the configuration of the
+    others up to date; safe to run at each start of every instance."""
     for spec in STREAMS:
         config = spec.config()
         try:
             await js.add_stream(config)
         except BadRequestError:
             # Exists with another configuration (for example a subject was added).
-            await js.update_stream(config)
+            if update:
+                await js.update_stream(config)
+            else:
+                log.warning("stream configured otherwise; the scheduler updates it",
+                            extra={"stream": spec.name})  # fmt: skip

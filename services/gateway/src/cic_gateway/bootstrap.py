@@ -48,7 +48,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         pool = await create_pool(settings.postgres_dsn)
         await migrate(pool)
         redis = Redis.from_url(settings.redis_url)
-        bus = await Bus.connect(settings.nats_url, producer=f"gateway/{settings.instance_id}")
+        bus = await Bus.connect(
+            settings.nats_url, producer=f"gateway/{settings.instance_id}", update_streams=False
+        )
         upstream = UpstreamClient(
             settings.upstream_connect_timeout, settings.upstream_timeout,
             probe_after=settings.probe_after, probe_timeout=settings.probe_timeout,

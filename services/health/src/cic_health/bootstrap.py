@@ -39,7 +39,9 @@ async def run(settings: HealthSettings) -> None:
     pool = await create_pool(settings.postgres_dsn)
     await migrate(pool)
     redis = Redis.from_url(settings.redis_url)
-    bus = await Bus.connect(settings.nats_url, producer=f"health/{settings.instance_id}")
+    bus = await Bus.connect(
+        settings.nats_url, producer=f"health/{settings.instance_id}", update_streams=False
+    )
     policy = HealthPolicy(
         late_after=timedelta(seconds=settings.late_after),
         dead_after=timedelta(seconds=settings.dead_after),

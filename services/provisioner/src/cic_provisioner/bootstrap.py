@@ -54,7 +54,9 @@ def build_backends(settings: ProvisionerSettings) -> dict[str, ComputeBackend]:
 async def run(settings: ProvisionerSettings) -> None:
     pool = await create_pool(settings.postgres_dsn)
     await migrate(pool)
-    bus = await Bus.connect(settings.nats_url, producer=f"provisioner/{settings.instance_id}")
+    bus = await Bus.connect(
+        settings.nats_url, producer=f"provisioner/{settings.instance_id}", update_streams=False
+    )
     provisioner = Provisioner(ProvisionerStore(pool), build_backends(settings), bus)
     inventory = await bus.nc.subscribe(
         INVENTORY_SUBJECT, queue="provisioner", cb=provisioner.on_inventory_request

@@ -24,7 +24,9 @@ async def run(settings: ReconcilerSettings) -> None:
     pool = await create_pool(settings.postgres_dsn)
     await migrate(pool)
     redis = Redis.from_url(settings.redis_url)
-    bus = await Bus.connect(settings.nats_url, producer=f"reconciler/{settings.instance_id}")
+    bus = await Bus.connect(
+        settings.nats_url, producer=f"reconciler/{settings.instance_id}", update_streams=False
+    )
     reconciler = Reconciler(
         NatsInventory(bus.nc, settings.inventory_timeout),
         ReconcilerStore(pool),

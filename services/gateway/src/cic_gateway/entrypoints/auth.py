@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from cic_common.db import UNAVAILABLE
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -35,7 +36,11 @@ async def key_of(keys: KeyStore, authorization: str | None) -> ApiKey:
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'")
     parsed = parse_key(token.strip())
-    key = await keys.authenticate(parsed) if parsed else None
+    try:
+        key = await keys.authenticate(parsed) if parsed else None
+    except UNAVAILABLE as exc:  # a key not seen lately, while PostgreSQL is away
+        raise ApiError(503, "keys cannot be checked right now; retry shortly",
+                       code="store_unavailable", retry_after=1) from exc  # fmt: skip
     if key is None:
         raise ApiError(401, "invalid or revoked API key", code="invalid_api_key")
     return key
