@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import asyncpg
 import pytest
-from cic_gateway.adapters.store import KeyStore
+from cic_gateway.adapters.keys import KeyStore
 from cic_gateway.domain.errors import ApiError
 from cic_gateway.domain.keys import ParsedKey, generate_key, hash_secret
 from cic_gateway.entrypoints.auth import key_of
@@ -30,7 +30,8 @@ class FlakyPool:
 
 def row(parsed: ParsedKey) -> dict[str, Any]:
     limits = {"rpm_limit": None, "tpm_limit": None}
-    return {"id": "k1", "name": "n", "scope": "user", "allowed_models": None, **limits,
+    return {"id": "k1", "name": "n", "scope": "user", "tenant": "t", "allowed_models": None,
+            **limits,
             "secret_sha256": hash_secret(parsed.secret)}  # fmt: skip
 
 

@@ -20,9 +20,10 @@ from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
+from cic_gateway.adapters.keys import KeyStore
 from cic_gateway.adapters.limits import RateLimiter
 from cic_gateway.adapters.replica_view import ReplicaView
-from cic_gateway.adapters.store import DeploymentStore, KeyStore
+from cic_gateway.adapters.store import DeploymentStore
 from cic_gateway.adapters.suspects import Suspicions
 from cic_gateway.adapters.upstream import UpstreamClient
 from cic_gateway.adapters.usage import UsageMeter, UsageStore

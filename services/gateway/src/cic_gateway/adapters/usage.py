@@ -37,15 +37,19 @@ class UsageStore:
             [u.completion_tokens for u, _ in rows], [at for _, at in rows],
         )  # fmt: skip
 
-    async def summary(self, key_id: str | None, since: datetime | None) -> list[dict[str, Any]]:
-        """Requests and tokens per key and model, optionally of one key, since a time."""
+    async def summary(
+        self, key_id: str | None, since: datetime | None, tenant: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Requests and tokens per key and model, optionally of one key, since a time, of
+        the keys of one tenant."""
         rows = await self._pool.fetch(
             "SELECT key_id, model, count(*) AS requests, sum(prompt_tokens) AS prompt_tokens,"
             " sum(completion_tokens) AS completion_tokens FROM usage"
             " WHERE ($1::text IS NULL OR key_id = $1)"
             " AND ($2::timestamptz IS NULL OR created_at >= $2)"
+            " AND ($3::text IS NULL OR key_id IN (SELECT id FROM api_keys WHERE tenant = $3))"
             " GROUP BY key_id, model ORDER BY key_id, model",
-            key_id, since,
+            key_id, since, tenant,
         )  # fmt: skip
         return [dict(r) for r in rows]
 

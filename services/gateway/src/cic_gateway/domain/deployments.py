@@ -46,6 +46,15 @@ ModelName = Annotated[
     AfterValidator(_model_name),
 ]
 
+TenantName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+"""Who owns deployments and keys: lower-case letters, digits, ``-`` and ``_``."""
+TENANT_FIELD = Field(
+    None,
+    description="the owner; an operator's key may name any (default: 'default'), a tenant"
+    " admin's only its own (the default)",
+)
+DEFAULT_TENANT = "default"
+
 
 class _Payload(BaseModel):
     """A request body: no unknown fields, and numbers are JSON numbers (not ``true`` or
@@ -77,6 +86,7 @@ class DeploymentCreate(_Payload):
         json_schema_extra={"pattern": _NAME.pattern},
     )
     replicas: int = Field(1, ge=0, le=256)
+    tenant: TenantName | None = TENANT_FIELD
     engine: Literal["sim", "vllm"] = "sim"
     backend: str = Field("local", pattern=r"^[a-z][a-z0-9-]{0,31}$")
     accelerator: str | None = Field(None, pattern=r"^[A-Za-z0-9-]+:[1-9][0-9]?$")
@@ -176,6 +186,11 @@ class KeyCreate(_Payload):
 
     name: Text = Field(min_length=1, max_length=100)
     scope: Literal["admin", "user"] = "user"
+    tenant: TenantName | None = Field(
+        None,
+        description="the owner; an operator's key may name any (an admin key without one is"
+        " an operator's; a user key without one is 'default''s), a tenant admin's only its own",
+    )
     allowed_models: list[ModelName] | None = Field(None, description="None: every model")
     rpm_limit: int | None = Field(
         None, gt=0, le=10_000_000, description="requests per minute, all gateways together"

@@ -1,4 +1,6 @@
-"""The admin API: deployments, nodes, prices and API keys. Admin keys only."""
+"""The admin API: deployments, nodes, prices, API keys and usage. Admin keys only: an
+operator's (no tenant) sees and manages everything, a tenant admin's only its tenant's
+deployments, their nodes, its keys and their usage; another tenant's look missing."""
 
 from __future__ import annotations
 
@@ -16,7 +18,14 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import AfterValidator, BeforeValidator
 
-from cic_gateway.domain.deployments import DeploymentCreate, DeploymentPatch, KeyCreate
+from cic_gateway.adapters.keys import ApiKey
+from cic_gateway.adapters.store import ModelClaimed
+from cic_gateway.domain.deployments import (
+    DEFAULT_TENANT,
+    DeploymentCreate,
+    DeploymentPatch,
+    KeyCreate,
+)
 from cic_gateway.domain.errors import ERROR_RESPONSES, ApiError
 from cic_gateway.entrypoints.auth import require_admin
 
@@ -31,6 +40,7 @@ router = APIRouter(
 )
 
 
+AdminKey = Annotated[ApiKey, Depends(require_admin)]
 _ID = r"^[A-Za-z0-9_.:-]{1,128}$"
 PathId = Annotated[str, Path(pattern=_ID, description="an id, as listed")]
 QueryId = Annotated[str | None, Query(pattern=_ID)]
@@ -67,6 +77,24 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: ERROR_RESPONSES[status] for status in statuses}
 
 
+def _tenant_of_new(admin: ApiKey, asked: str | None, default: str | None) -> str | None:
+    """The tenant of what ``admin`` creates: any it names, if an operator's (else
+    ``default``); its own, if a tenant admin's."""
+    if admin.tenant is None:
+        return asked if asked is not None else default
+    if asked not in (None, admin.tenant):
+        raise ApiError(403, "a tenant admin acts for its own tenant only", code="other_tenant")
+    return admin.tenant
+
+
+async def _deployment(request: Request, admin: ApiKey, dep_id: str) -> dict[str, Any]:
+    """The deployment, if ``admin`` may see it; 404 otherwise (another tenant's too)."""
+    deployment: dict[str, Any] | None = await request.app.state.deployments.get(dep_id)
+    if deployment is None or admin.tenant not in (None, deployment["tenant"]):
+        raise ApiError(404, f"no deployment {dep_id!r}")
+    return deployment
+
+
 async def _announce(request: Request, deployment: dict[str, Any]) -> None:
     """Tell the scheduler; if NATS is down the scheduler's periodic pass still converges."""
     event = DeploymentChanged(
@@ -83,34 +111,45 @@ async def _announce(request: Request, deployment: dict[str, Any]) -> None:
 
 
 @router.post("/deployments", status_code=201, responses=_errors(409))
-async def create_deployment(body: DeploymentCreate, request: Request) -> dict[str, Any]:
+async def create_deployment(
+    body: DeploymentCreate, request: Request, admin: AdminKey
+) -> dict[str, Any]:
+    tenant = _tenant_of_new(admin, body.tenant, DEFAULT_TENANT)
     try:
-        deployment: dict[str, Any] = await request.app.state.deployments.create(body)
+        deployment: dict[str, Any] = await request.app.state.deployments.create(body, tenant)
     except asyncpg.UniqueViolationError as exc:
         raise ApiError(409, f"a live deployment is already named {body.name!r}") from exc
+    except ModelClaimed as exc:
+        raise ApiError(409, f"the model {body.model!r} is served to another tenant") from exc
     await _announce(request, deployment)
     return deployment
 
 
 @router.get("/deployments")
-async def list_deployments(request: Request, include_deleted: bool = False) -> dict[str, Any]:
-    return {"data": await request.app.state.deployments.list_all(include_deleted)}
+async def list_deployments(
+    request: Request, admin: AdminKey, include_deleted: bool = False
+) -> dict[str, Any]:
+    return {"data": await request.app.state.deployments.list_all(include_deleted, admin.tenant)}
 
 
 @router.get("/deployments/{deployment_id}", responses=_errors(404))
-async def get_deployment(deployment_id: PathId, request: Request) -> dict[str, Any]:
-    deployment = await request.app.state.deployments.get(deployment_id)
-    if deployment is None:
-        raise ApiError(404, f"no deployment {deployment_id!r}")
+async def get_deployment(
+    deployment_id: PathId, request: Request, admin: AdminKey
+) -> dict[str, Any]:
+    deployment = await _deployment(request, admin, deployment_id)
     deployment["nodes"] = await request.app.state.deployments.nodes(deployment_id)
-    return deployment  # type: ignore[no-any-return]
+    return deployment
 
 
 @router.patch("/deployments/{deployment_id}", responses=_errors(404))
 async def update_deployment(
-    deployment_id: PathId, body: DeploymentPatch, request: Request
+    deployment_id: PathId, body: DeploymentPatch, request: Request, admin: AdminKey
 ) -> dict[str, Any]:
-    deployment = await request.app.state.deployments.update(deployment_id, body)
+    await _deployment(request, admin, deployment_id)
+    try:
+        deployment = await request.app.state.deployments.update(deployment_id, body)
+    except ModelClaimed as exc:
+        raise ApiError(409, f"the model {body.model!r} is served to another tenant") from exc
     if deployment is None:
         raise ApiError(404, f"no live deployment {deployment_id!r}")
     await _announce(request, deployment)
@@ -118,8 +157,11 @@ async def update_deployment(
 
 
 @router.delete("/deployments/{deployment_id}", status_code=202, responses=_errors(404))
-async def delete_deployment(deployment_id: PathId, request: Request) -> dict[str, Any]:
+async def delete_deployment(
+    deployment_id: PathId, request: Request, admin: AdminKey
+) -> dict[str, Any]:
     """Drain and terminate every node of the deployment; idempotent."""
+    await _deployment(request, admin, deployment_id)
     deployment = await request.app.state.deployments.delete(deployment_id)
     if deployment is None:
         raise ApiError(404, f"no deployment {deployment_id!r}")
@@ -128,22 +170,30 @@ async def delete_deployment(deployment_id: PathId, request: Request) -> dict[str
 
 
 @router.get("/nodes")
-async def list_nodes(request: Request, deployment_id: QueryId = None) -> dict[str, Any]:
-    return {"data": await request.app.state.deployments.nodes(deployment_id)}
+async def list_nodes(
+    request: Request, admin: AdminKey, deployment_id: QueryId = None
+) -> dict[str, Any]:
+    return {"data": await request.app.state.deployments.nodes(deployment_id, admin.tenant)}
 
 
 @router.get("/nodes/{node_id}/events")
-async def node_events(node_id: PathId, request: Request) -> dict[str, Any]:
+async def node_events(node_id: PathId, request: Request, admin: AdminKey) -> dict[str, Any]:
     """What was asked of the node and what it reported, from the node event log."""
+    if admin.tenant is not None and (
+        await request.app.state.deployments.node_tenant(node_id) != admin.tenant
+    ):
+        raise ApiError(404, f"no node {node_id!r}")
     return {"data": await request.app.state.deployments.node_events(node_id)}
 
 
 @router.get("/reconcile/reports")
 async def reconcile_reports(
-    request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 20
+    request: Request, admin: AdminKey, limit: Annotated[int, Query(ge=1, le=500)] = 20
 ) -> dict[str, Any]:
     """The reconciler's latest passes: clusters seen, orphans taken down, ghosts marked
-    lost, stuck launches sent again."""
+    lost, stuck launches sent again (the whole fleet's: an operator's key only)."""
+    if not admin.operator:
+        raise ApiError(403, "the fleet's reports need an operator's key", code="operator_only")
     return {"data": await request.app.state.deployments.reconcile_reports(limit)}
 
 
@@ -169,29 +219,33 @@ async def prices(
 
 
 @router.post("/keys", status_code=201)
-async def create_key(body: KeyCreate, request: Request) -> dict[str, Any]:
+async def create_key(body: KeyCreate, request: Request, admin: AdminKey) -> dict[str, Any]:
     """The key itself is in the answer and nowhere else: store it now."""
+    tenant = _tenant_of_new(admin, body.tenant, None if body.scope == "admin" else DEFAULT_TENANT)
     full, record = await request.app.state.keys.create(
         body.name, body.scope, body.allowed_models, rpm_limit=body.rpm_limit,
-        tpm_limit=body.tpm_limit,
+        tpm_limit=body.tpm_limit, tenant=tenant,
     )  # fmt: skip
     return {**record, "key": full}
 
 
 @router.get("/keys")
-async def list_keys(request: Request) -> dict[str, Any]:
-    return {"data": await request.app.state.keys.list_all()}
+async def list_keys(request: Request, admin: AdminKey) -> dict[str, Any]:
+    return {"data": await request.app.state.keys.list_all(admin.tenant)}
 
 
 @router.delete("/keys/{key_id}", status_code=204, responses=_errors(404))
-async def revoke_key(key_id: PathId, request: Request) -> Response:
-    if not await request.app.state.keys.revoke(key_id):
+async def revoke_key(key_id: PathId, request: Request, admin: AdminKey) -> Response:
+    if not await request.app.state.keys.revoke(key_id, admin.tenant):
         raise ApiError(404, f"no key {key_id!r}")
     return Response(status_code=204)
 
 
 @router.get("/usage")
-async def usage(request: Request, key_id: QueryId = None, since: Since = None) -> dict[str, Any]:
+async def usage(
+    request: Request, admin: AdminKey, key_id: QueryId = None, since: Since = None
+) -> dict[str, Any]:
     """Requests and tokens per key and model (of one key with ``key_id``; from
     ``since``, an ISO 8601 time, with it)."""
-    return {"object": "list", "data": await request.app.state.usage.summary(key_id, since)}
+    rows = await request.app.state.usage.summary(key_id, since, admin.tenant)
+    return {"object": "list", "data": rows}

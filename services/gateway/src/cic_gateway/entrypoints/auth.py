@@ -8,7 +8,7 @@ from cic_common.db import UNAVAILABLE
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from cic_gateway.adapters.store import ApiKey, KeyStore
+from cic_gateway.adapters.keys import ApiKey, KeyStore
 from cic_gateway.domain.errors import ApiError
 from cic_gateway.domain.keys import parse_key
 

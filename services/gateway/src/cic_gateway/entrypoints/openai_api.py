@@ -12,9 +12,9 @@ from cic_common.ids import new_request_id
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
+from cic_gateway.adapters.keys import ApiKey
 from cic_gateway.adapters.limits import RateLimiter
 from cic_gateway.adapters.replica_view import ReplicaView
-from cic_gateway.adapters.store import ApiKey
 from cic_gateway.domain.errors import ApiError, error_body
 from cic_gateway.domain.metering import reserved_tokens, usage_asked, with_usage_requested
 from cic_gateway.domain.routing import Policy, affinity_key
@@ -37,16 +37,24 @@ UserKey = Annotated[ApiKey, Depends(require_key)]
 @router.get("/models")
 async def list_models(request: Request, key: UserKey) -> dict[str, Any]:
     """The models that have a routable replica and that this key may use."""
-    models = request.app.state.replicas.models()
+    state = request.app.state
+    models = [m for m in state.replicas.models()
+              if key.may_use(m) and await _tenant_may_use(state, key, m)]  # fmt: skip
     created = int(time.time())
     return {
         "object": "list",
-        "data": [
-            {"id": m, "object": "model", "created": created, "owned_by": "cic"}
-            for m in models
-            if key.may_use(m)
-        ],
-    }
+        "data": [{"id": m, "object": "model", "created": created, "owned_by": "cic"}
+                 for m in models],
+    }  # fmt: skip
+
+
+async def _tenant_may_use(state: Any, key: ApiKey, model: str) -> bool:
+    """Whether the model is the key's tenant's (an operator's key may use any; a model no
+    live deployment serves, still draining say, is no tenant's)."""
+    if key.tenant is None:
+        return True
+    owner = await state.deployments.tenant_of(model)
+    return owner is None or owner == key.tenant
 
 
 @router.post("/chat/completions", **operation(CHAT, streams=True))
@@ -117,6 +125,8 @@ async def answer(
     _check_limits(parsed, state.settings)
     if not key.may_use(model):
         raise ApiError(403, f"this key may not use model {model!r}", code="model_not_allowed")
+    if not await _tenant_may_use(state, key, model):  # as if it did not exist
+        raise ApiError(404, f"the model {model!r} does not exist", code="model_not_found")
     view: ReplicaView = state.replicas
     if not view.replicas(model) and not await view.regained(model, state.settings.gap_wait):
         if await state.deployments.serves(model):
