@@ -28,7 +28,11 @@ test: install
 
 ## make test-chaos: faults and attacks on the local platform under load from the openai
 ## client; prints the table of figures (requests failed, events lost, duplicates, orphans).
+## The network cut needs iptables (installed here as root with apt; skipped without it).
 test-chaos: install
+	@command -v iptables >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+		&& command -v apt-get >/dev/null 2>&1 \
+		&& apt-get install -y -qq iptables >/dev/null 2>&1; } || true
 	@$(UV_RUN) pytest tests/chaos -m chaos
 
 ## make test-vllm: the node agent on a real vLLM (CPU build) serving a tiny generated

@@ -34,6 +34,13 @@ __all__ = ["GatewayHttpProtocol"]
 
 log = logging.getLogger(__name__)
 _LANE = frozenset(path.encode() for path in PROXIED)
+MAX_HEAD_BYTES = 64 * 1024
+"""A request's line and headers together; past this it is answered 431 and its connection
+closed (the parser itself would hold a head of any size)."""
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback: the parser stops, and uvicorn answers the error."""
 
 
 class _Quiet:
@@ -76,6 +83,8 @@ def _gateway_of(app: Any) -> GatewayApp | None:
 class GatewayHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(cast(asyncio.Transport, Coalescing(transport, self.loop)))
+        self._head_bytes = 0
+        """What the request being parsed has sent of its line and headers."""
         self._lane: _Lane | None = None
         """The request being read into the lane."""
         self._serving: _Lane | None = None
@@ -88,6 +97,37 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if serving is not None and serving.task is not None and not serving.response_complete:
             serving.disconnected = True
             serving.task.cancel()  # the client left: its upstream request ends now, not later
+
+    def on_message_begin(self) -> None:
+        self._head_bytes = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise _HeadTooLarge
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to what its parser refused; 431 in OpenAI's shape for a head
+        past ``MAX_HEAD_BYTES``."""
+        if self._head_bytes <= MAX_HEAD_BYTES:
+            super().send_400_response(msg)
+            return
+        found = error_answer(ApiError(431, f"request headers exceed {MAX_HEAD_BYTES} bytes",
+                                      code="headers_too_large"))  # fmt: skip
+        head = [STATUS_LINE[431], *(b"%s: %s\r\n" % p for p in self.server_state.default_headers)]
+        head += [b"content-type: application/json\r\n", b"connection: close\r\n",
+                 b"content-length: %d\r\n\r\n" % len(found.body)]  # fmt: skip
+        self.transport.write(b"".join(head) + found.body)
+        self.transport.close()
 
     def on_headers_complete(self) -> None:
         lane = self._take()

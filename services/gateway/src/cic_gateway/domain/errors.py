@@ -15,6 +15,7 @@ TYPES = {
     404: "not_found_error",
     409: "conflict_error",
     413: "invalid_request_error",
+    431: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
     502: "server_error",
