@@ -102,9 +102,11 @@ class HealthMonitor:
         if node is None:
             raise PoisonEvent(f"node-ready for unknown node {event.node_id!r}")
         await self._store.record_event(envelope, event.node_id)
+        # Stamped by the clock heartbeats are stamped with when they arrive: the verdict
+        # compares the two (a beat older than node-ready tells of a starting engine).
         moved = await self._store.transition(
             event.node_id, NodeStatus.ACTIVE, "engine ready", endpoint=event.endpoint,
-            ready_at="now",
+            ready_at=self._clock(),
         )  # fmt: skip
         log.info("node ready", extra={"node_id": event.node_id, "activated": moved})
         self._wake()
