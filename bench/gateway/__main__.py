@@ -45,12 +45,13 @@ from pathlib import Path
 
 import httpx
 
+from . import procs
 from .chaos import CHAOS_TARGETS, describe, run_chaos
 from .chaos_figures import ChaosFigures, chaos_goals, chaos_table
 from .cic import gateway
 from .load import pacing, wrk
 from .peers import litellm, vllm_router
-from .procs import PROXY_CORE, ServerFailed, other_cores, pin_tree, settle, tree_cpu_seconds
+from .procs import PROXY_CORE, ServerFailed, settle, tree_cpu_seconds
 from .profile import profile_lines, sampled
 from .report import CIC, DIRECT, LITELLM, VLLM_ROUTER, Row, goals, helper_lines, table, ttft_lines
 from .targets import FAST, STREAM, Backends, Launcher, Target, backends, chat_body
@@ -143,7 +144,7 @@ def measure_peak(row: Row, target: Target, workdir: Path, args: argparse.Namespa
     if args.isolate:  # its NATS, PostgreSQL and Redis are not on the proxy's host either
         for name, pids in charged.items():
             for pid in pids if name != target.name else []:
-                pin_tree(pid, other_cores())
+                procs.pin_tree(pid, procs.other_cores())
     before = {name: cpu_seconds(pids) for name, pids in charged.items()}
     if args.profile and row.key == CIC and target.pid:
         with sampled(target.pid, args.duration, PROFILE) as profile:
@@ -178,13 +179,13 @@ def measure(
     (None: half of this target's own peak)."""
     with LAUNCHERS[key](backends, workdir) as target:
         if args.isolate and target.pid:
-            pin_tree(target.pid, {PROXY_CORE})
+            procs.pin_proxy(target.pid)
         try:
             return _measured(key, target, backends, workdir, args, pace)
         finally:
             if args.isolate and target.helpers:  # the machine's servers, back as they were
                 for pid in (pid for pids in target.helpers().values() for pid in pids):
-                    pin_tree(pid, set(range(os.cpu_count() or 2)))
+                    procs.pin_tree(pid, procs.usable_cores())
 
 
 def _measured(
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     os.environ["CIC_WORKERS"] = str(args.gateway_workers)  # read by ``cic.gateway``
     if args.isolate:  # whatever this process starts inherits it
-        os.sched_setaffinity(0, other_cores())
+        procs.isolate_self()
     if args.no_rate_limit:
         os.environ["CIC_BENCH_NO_RATE_LIMIT"] = "1"  # read by ``cic.gateway`` too
     if args.only and shutil.which("wrk") is None:

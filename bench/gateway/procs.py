@@ -21,12 +21,15 @@ from cic_local.embedded import stop_pid
 __all__ = [
     "PROXY_CORE",
     "ServerFailed",
+    "isolate_self",
     "other_cores",
+    "pin_proxy",
     "pin_tree",
     "serve",
     "settle",
     "tail",
     "tree_cpu_seconds",
+    "usable_cores",
 ]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -35,8 +38,32 @@ PROXY_CORE = 0
 benchmark get the others, as when the proxy has a host of its own."""
 
 
+_USABLE = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset()
+
+
+def usable_cores() -> set[int]:
+    """The cores this process could run on when it started (a container may be given
+    fewer than the machine has)."""
+    return set(_USABLE)
+
+
 def other_cores() -> set[int]:
-    return set(range(os.cpu_count() or 2)) - {PROXY_CORE}
+    return usable_cores() - {PROXY_CORE}
+
+
+def isolate_self() -> None:
+    """This process (and whatever it starts) off the proxy's core; exits if there are
+    not two cores to split."""
+    if PROXY_CORE not in usable_cores() or not other_cores():
+        raise SystemExit(f"--isolate needs core {PROXY_CORE} and another; this process "
+                         f"may use {sorted(usable_cores())}")  # fmt: skip
+    os.sched_setaffinity(0, other_cores())
+
+
+def pin_proxy(pid: int) -> None:
+    """The proxy ``pid`` (every thread of its tree) alone on the proxy's core."""
+    if not pin_tree(pid, {PROXY_CORE}):
+        raise RuntimeError(f"pid {pid} could not be pinned to core {PROXY_CORE}")
 
 
 class ServerFailed(RuntimeError):

@@ -74,7 +74,8 @@ def network_cut(ports: set[int]) -> Iterator[None]:
     try:
         for port in sorted(ports):
             for direction in ("--sport", "--dport"):
-                done = _iptables("-A", chain, "-p", "tcp", direction, str(port), "-j", "DROP")
+                rule = ["-o", "lo", "-p", "tcp", direction, str(port), "-j", "DROP"]
+                done = _iptables("-A", chain, *rule)
                 assert done.returncode == 0, done.stderr
         assert _iptables("-I", "OUTPUT", "1", "-j", chain).returncode == 0
         yield

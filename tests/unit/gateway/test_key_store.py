@@ -3,11 +3,12 @@ one meanwhile), a key it has not seen gets a 503 to retry, never a 401 or a 500.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import asyncpg
 import pytest
-from cic_gateway.adapters.keys import KeyStore
+from cic_gateway.adapters.keys import STALE_SECONDS, KeyStore
 from cic_gateway.domain.errors import ApiError
 from cic_gateway.domain.keys import ParsedKey, generate_key, hash_secret
 from cic_gateway.entrypoints.auth import key_of
@@ -19,12 +20,15 @@ class FlakyPool:
     def __init__(self, rows: dict[str, dict[str, Any]]) -> None:
         self.rows = rows
         self.down = False
+        self.hung = False
         self.queries = 0
 
     async def fetchrow(self, _query: str, prefix: str) -> dict[str, Any] | None:
         self.queries += 1
         if self.down:
             raise ConnectionRefusedError(111, "Connect call failed")
+        if self.hung:  # a server that takes the connection and never answers
+            await asyncio.sleep(3600)
         return self.rows.get(prefix)
 
 
@@ -74,3 +78,27 @@ async def test_a_key_not_seen_gets_a_503_to_retry_while_postgres_is_away(
     assert refused.value.retry_after == 1
     pool.down = False
     assert (await key_of(keys, f"Bearer {known[0]}")).id == "k1"
+
+
+async def test_a_postgres_that_hangs_counts_as_away_after_a_second(
+    pool: FlakyPool, known: tuple[str, ParsedKey]
+) -> None:
+    keys = store(pool)
+    assert (await keys.authenticate(known[1])) is not None
+    pool.hung = True
+    key = await keys.authenticate(known[1])  # the lookup gives up after LOOKUP_SECONDS
+    assert key is not None
+    assert key.id == "k1"
+
+
+async def test_an_answer_older_than_the_stale_limit_is_not_used(
+    pool: FlakyPool, known: tuple[str, ParsedKey]
+) -> None:
+    keys = store(pool)
+    assert (await keys.authenticate(known[1])) is not None
+    expires, digest, key = keys._cache[known[1].prefix]
+    keys._cache[known[1].prefix] = (expires - STALE_SECONDS - 1, digest, key)  # long ago
+    pool.down = True
+    with pytest.raises(ApiError) as refused:
+        await key_of(keys, f"Bearer {known[0]}")
+    assert refused.value.status == 503

@@ -52,19 +52,22 @@ class PrivateServer:
         return None if self._proc is None else self._proc.pid
 
     def start(self) -> None:
-        """Start on a free port (the same one again after a ``stop``); return once it
-        accepts connections."""
+        """Start on a free port, or on the same one again after a ``stop`` (raising
+        ``PortTaken`` if another process took it meanwhile); return once it accepts
+        connections."""
         if self._proc is not None:
             return
+        if self.port:  # again: on its port, or not at all (clients know no other)
+            self._proc = self._start(self._data, self.port, self._dir / "server.log")
+            return
         for attempt in range(3):
-            self.port = self.port or free_port()
+            self.port = free_port()
             try:
                 self._proc = self._start(self._data, self.port, self._dir / "server.log")
                 return
             except PortTaken:
                 if attempt == 2:
                     raise
-                self.port = 0
 
     def stop(self) -> None:
         """Terminate the server and wait for it; idempotent. Its data stays."""

@@ -40,7 +40,7 @@ closed (the parser itself would hold a head of any size)."""
 
 
 class _HeadTooLarge(Exception):
-    """Raised from a parser callback: the parser stops, and uvicorn answers the error."""
+    """Raised from a parser callback: the parser stops there."""
 
 
 class _Quiet:
@@ -83,8 +83,9 @@ def _gateway_of(app: Any) -> GatewayApp | None:
 class GatewayHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(cast(asyncio.Transport, Coalescing(transport, self.loop)))
-        self._head_bytes = 0
-        """What the request being parsed has sent of its line and headers."""
+        self._head_bytes, self._head_parsed, self._in_head = 0, 0, False
+        """What the request being read sent before its headers were complete (every read,
+        so an endless header counts too), and what the parser made of it."""
         self._lane: _Lane | None = None
         """The request being read into the lane."""
         self._serving: _Lane | None = None
@@ -99,28 +100,43 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             serving.task.cancel()  # the client left: its upstream request ends now, not later
 
     def on_message_begin(self) -> None:
-        self._head_bytes = 0
+        self._head_bytes, self._head_parsed, self._in_head = 0, 0, True
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
-        self._count_head(len(url))
+        self._parsed(len(url))
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4)
+        self._parsed(len(name) + len(value) + 4)
         super().on_header(name, value)
 
-    def _count_head(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > MAX_HEAD_BYTES:
-            raise _HeadTooLarge
+    def _parsed(self, size: int) -> None:
+        """A head that arrived in one read is counted as the parser reads it."""
+        self._head_parsed += size
+        if self._head_parsed > MAX_HEAD_BYTES:
+            raise _HeadTooLarge  # the parser stops; uvicorn answers (send_400_response)
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to what its parser refused; 431 in OpenAI's shape for a head
-        past ``MAX_HEAD_BYTES``."""
-        if self._head_bytes <= MAX_HEAD_BYTES:
+        if self._head_parsed > MAX_HEAD_BYTES:
+            self._refuse_head()
+        else:
             super().send_400_response(msg)
+
+    def data_received(self, data: bytes) -> None:
+        """Fed to the parser; while a request's headers are not complete, every byte
+        counts towards its head (the parser would grow an endless header in memory)."""
+        if self.transport.is_closing():
             return
+        super().data_received(data)
+        if not self._in_head or self.transport.is_closing():
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        """431 in OpenAI's shape, and the connection closed."""
         found = error_answer(ApiError(431, f"request headers exceed {MAX_HEAD_BYTES} bytes",
                                       code="headers_too_large"))  # fmt: skip
         head = [STATUS_LINE[431], *(b"%s: %s\r\n" % p for p in self.server_state.default_headers)]
@@ -130,6 +146,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         lane = self._take()
         if lane is None:
             super().on_headers_complete()

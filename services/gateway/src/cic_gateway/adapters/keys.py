@@ -3,6 +3,7 @@ or a user's, and each of a tenant (an admin key without one is an operator's).""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,11 @@ from cic_gateway.domain.keys import ParsedKey, generate_key, hash_secret, secret
 
 __all__ = ["ApiKey", "KeyStore"]
 
+LOOKUP_SECONDS = 1.0
+"""A key lookup PostgreSQL has not answered by then counts as PostgreSQL away."""
+STALE_SECONDS = 300.0
+"""While PostgreSQL is away, a lookup made up to this long ago still answers."""
+_MOST_CACHED = 100_000
 _COLUMNS = (
     "id, prefix, name, scope, tenant, allowed_models, rpm_limit, tpm_limit, created_at, revoked_at"
 )
@@ -87,7 +93,7 @@ class KeyStore:
         await self._pool.execute(
             "INSERT INTO api_keys (id, prefix, secret_sha256, name, scope, tenant)"
             " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET prefix = $2,"
-            " secret_sha256 = $3, revoked_at = NULL",
+            " secret_sha256 = $3, scope = $5, tenant = $6, revoked_at = NULL",
             key_id,
             parsed.prefix,
             hash_secret(parsed.secret),
@@ -122,16 +128,17 @@ class KeyStore:
         hit = self._cache.get(parsed.prefix)
         if hit is None or hit[0] < now:
             try:
-                row = await self._pool.fetchrow(
-                    "SELECT id, name, scope, tenant, allowed_models, rpm_limit, tpm_limit,"
-                    " secret_sha256 FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
-                    parsed.prefix,
-                )
+                async with asyncio.timeout(LOOKUP_SECONDS):
+                    row = await self._pool.fetchrow(
+                        "SELECT id, name, scope, tenant, allowed_models, rpm_limit, tpm_limit,"
+                        " secret_sha256 FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
+                        parsed.prefix,
+                    )
             except UNAVAILABLE:
-                if hit is None:
+                if hit is None or now - (hit[0] - self._ttl) > STALE_SECONDS:
                     raise
                 # PostgreSQL is away, and with it any way to revoke a key: keep answering
-                # as it last did rather than refuse every request until it is back.
+                # as it did a moment ago rather than refuse every request until it is back.
                 _, digest, key = hit
                 return key if key is not None and secret_matches(parsed.secret, digest) else None
             key = None
@@ -149,6 +156,8 @@ class KeyStore:
                 )
                 digest = bytes(row["secret_sha256"])
             hit = (now + self._ttl, digest, key)
+            if len(self._cache) >= _MOST_CACHED:  # prefixes anyone may make up
+                self._cache.clear()
             self._cache[parsed.prefix] = hit
         _, digest, key = hit
         if key is None or not secret_matches(parsed.secret, digest):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -9,6 +10,7 @@ import asyncpg
 from cic_common.db import UNAVAILABLE
 from cic_common.ids import new_deployment_id
 
+from cic_gateway.adapters.keys import LOOKUP_SECONDS, STALE_SECONDS
 from cic_gateway.domain.deployments import DeploymentCreate, DeploymentPatch
 
 __all__ = ["DeploymentStore", "ModelClaimed"]
@@ -112,13 +114,14 @@ class DeploymentStore:
         if hit is not None and hit[0] > now:
             return hit[1], hit[2]
         try:
-            row = await self._pool.fetchrow(
-                "SELECT tenant, bool_or(replicas > 0) AS wants FROM deployments"
-                " WHERE model = $1 AND deleted_at IS NULL GROUP BY tenant LIMIT 1",
-                model,
-            )
+            async with asyncio.timeout(LOOKUP_SECONDS):
+                row = await self._pool.fetchrow(
+                    "SELECT tenant, bool_or(replicas > 0) AS wants FROM deployments"
+                    " WHERE model = $1 AND deleted_at IS NULL GROUP BY tenant LIMIT 1",
+                    model,
+                )
         except UNAVAILABLE:
-            if hit is None:
+            if hit is None or now - (hit[0] - self._ttl) > STALE_SECONDS:
                 raise
             return hit[1], hit[2]
         if len(self._owners) > 10_000:

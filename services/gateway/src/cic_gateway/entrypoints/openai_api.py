@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
+from cic_common.db import UNAVAILABLE
 from cic_common.ids import new_request_id
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
@@ -53,7 +54,11 @@ async def _tenant_may_use(state: Any, key: ApiKey, model: str) -> bool:
     live deployment serves, still draining say, is no tenant's)."""
     if key.tenant is None:
         return True
-    owner = await state.deployments.tenant_of(model)
+    try:
+        owner = await state.deployments.tenant_of(model)
+    except UNAVAILABLE as exc:  # a model not asked about lately, while PostgreSQL is away
+        raise ApiError(503, "models cannot be checked right now; retry shortly",
+                       code="store_unavailable", retry_after=1) from exc  # fmt: skip
     return owner is None or owner == key.tenant
 
 
@@ -129,7 +134,11 @@ async def answer(
         raise ApiError(404, f"the model {model!r} does not exist", code="model_not_found")
     view: ReplicaView = state.replicas
     if not view.replicas(model) and not await view.regained(model, state.settings.gap_wait):
-        if await state.deployments.serves(model):
+        try:
+            wanted = await state.deployments.serves(model)
+        except UNAVAILABLE:  # no replica, and nobody to ask whether one is coming
+            wanted = True
+        if wanted:
             raise ApiError(503, f"no replica of {model!r} is ready", retry_after=5)
         raise ApiError(404, f"the model {model!r} does not exist", code="model_not_found")
     settle = await _admit(state.limiter, key, parsed, len(body), state.settings)
