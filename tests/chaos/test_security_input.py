@@ -101,6 +101,36 @@ async def test_malformed_headers_are_refused_and_grant_nothing(gateway: Gateway)
     )
 
 
+async def test_a_header_that_never_ends_is_refused_as_it_grows(gateway: Gateway) -> None:
+    """Sent 16 KiB at a time and never finished: the gateway does not wait for its end
+    (which a parser would hold in memory however long it grew) but answers 431 once the
+    head passes 64 KiB, and closes."""
+    tally = Tally("a header that never ends", gateway.secrets)
+    for path in (b"/v1/chat/completions", b"/admin/keys"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        sent = 0
+        try:
+            writer.write(b"POST " + path + b" HTTP/1.1\r\nHost: gw\r\nX-Padding: ")
+            reading = asyncio.create_task(reader.read())  # the answer, up to the server's EOF
+            with contextlib.suppress(ConnectionError):
+                while sent < 1024 * 1024 and not reading.done():
+                    writer.write(b"a" * 16384)
+                    await writer.drain()
+                    sent += 16384
+                    await asyncio.sleep(0.01)  # each piece a read of its own
+            async with asyncio.timeout(10):
+                answer = await reading
+        finally:
+            writer.close()
+        status_line, _, rest = answer.partition(b"\r\n")
+        body = rest.partition(b"\r\n\r\n")[2]
+        status = int(status_line.split()[1]) if len(status_line.split()) > 1 else 0
+        refused = status == 431 and openai_error(body) is not None
+        tally.check(f"{path.decode()}: {sent} bytes sent", status, body,
+                    refused and sent < 1024 * 1024)  # fmt: skip
+    tally.conclude("16 KiB at a time, never finished, on a proxied and an admin route")
+
+
 async def test_an_oversized_body_is_refused_on_every_route_before_it_is_read(
     gateway: Gateway,
 ) -> None:

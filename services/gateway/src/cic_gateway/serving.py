@@ -39,6 +39,10 @@ MAX_HEAD_BYTES = 64 * 1024
 closed (the parser itself would hold a head of any size)."""
 
 
+_LINGER_SECONDS = 2.0
+"""How long a refused connection's input is read and dropped before it is closed."""
+
+
 class _HeadTooLarge(Exception):
     """Raised from a parser callback: the parser stops there."""
 
@@ -83,6 +87,7 @@ def _gateway_of(app: Any) -> GatewayApp | None:
 class GatewayHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(cast(asyncio.Transport, Coalescing(transport, self.loop)))
+        self._refused = False
         self._head_bytes, self._head_parsed, self._in_head = 0, 0, False
         """What the request being read sent before its headers were complete (every read,
         so an endless header counts too), and what the parser made of it."""
@@ -126,7 +131,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         """Fed to the parser; while a request's headers are not complete, every byte
         counts towards its head (the parser would grow an endless header in memory)."""
-        if self.transport.is_closing():
+        if self._refused or self.transport.is_closing():
             return
         super().data_received(data)
         if not self._in_head or self.transport.is_closing():
@@ -143,7 +148,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         head += [b"content-type: application/json\r\n", b"connection: close\r\n",
                  b"content-length: %d\r\n\r\n" % len(found.body)]  # fmt: skip
         self.transport.write(b"".join(head) + found.body)
-        self.transport.close()
+        # Half-closed, what still comes read and dropped for a moment: closed at once with
+        # unread input, the socket would be reset and the client might lose the answer.
+        self._refused = True
+        self.transport.write_eof()
+        self.loop.call_later(_LINGER_SECONDS, self.transport.close)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
