@@ -7,7 +7,6 @@ comes back. No request fails: the gateway retries what the cut node does not ans
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import secrets
@@ -18,11 +17,20 @@ from functools import partial
 from urllib.parse import urlsplit
 
 import pytest
-from chaos_harness import FIGURES, Deployed, SteadyLoad, agents_of, deploy, serving_nodes
+from chaos_harness import (
+    FIGURES,
+    Deployed,
+    SteadyLoad,
+    agents_of,
+    deploy,
+    node_statuses,
+    serving_nodes,
+)
 from cic_common.bus import Bus
 from cic_local.infra import PrivateNats
 from conftest import Running
 from support import eventually, published
+from test_network_faults import transitions, watch
 
 MODEL = "chaos-network-cut"
 DEAD_AFTER = 30.0
@@ -100,42 +108,25 @@ async def node_ports(deployed: Deployed, node_id: str, nats_port: int) -> set[in
     return {engine_port, *agent_ports}
 
 
-async def statuses_over(deployed: Deployed, node_id: str, seconds: float) -> list[str]:
-    """The node's status every half second for ``seconds``, without repeats in a row."""
-    seen: list[str] = []
-    for _ in range(int(seconds / 0.5)):
-        listed = await deployed.running.admin.get(
-            "/admin/nodes", params={"deployment_id": deployed.deployment_id}
-        )
-        status = next((n["status"] for n in listed.json()["data"] if n["id"] == node_id), "gone")
-        if not seen or seen[-1] != status:
-            seen.append(str(status))
-        await asyncio.sleep(0.5)
-    return seen
-
-
 async def test_a_node_cut_off_at_the_network_is_judged_by_the_matrix_and_never_flaps(
     running: Running, bus: Bus, private_nats: PrivateNats
 ) -> None:
     deployed = await deploy(running, MODEL, replicas=2, engine_args=["--token-delay", "0.01"])
-    listed = await running.admin.get(
-        "/admin/nodes", params={"deployment_id": deployed.deployment_id}
-    )
-    short, long = sorted(str(n["id"]) for n in listed.json()["data"])
+    short, long = sorted(await node_statuses(deployed))
     load = SteadyLoad(deployed, workers=4)
     async with load.running():
         with network_cut(await node_ports(deployed, short, private_nats.port)):
-            during_short = await statuses_over(deployed, short, 16)
-        after_short = await statuses_over(deployed, short, 10)
+            during_short = await watch(deployed, short, 16)
+        after_short = await watch(deployed, short, 10)
         with network_cut(await node_ports(deployed, long, private_nats.port)):
-            during_long = await statuses_over(deployed, long, DEAD_AFTER + 20)
+            during_long = await watch(deployed, long, DEAD_AFTER + 20)
             await eventually(partial(serving_nodes, deployed, {long}, 2), within=120)
-        after_long = await statuses_over(deployed, long, 8)
+        after_long = await watch(deployed, long, 8)
     launches = await published(bus, "cic.launch-requested.>")
     scenario = load.scenario(
         "a node's network cut (iptables), 16 s and 50 s",
-        notes=f"short cut: {' → '.join(_joined(during_short, after_short))}; long cut: "
-        f"{' → '.join(_joined(during_long, after_long))}",
+        notes=f"short cut: {' → '.join(transitions(during_short + after_short))}; long cut: "
+        f"{' → '.join(transitions(during_long + after_long))}",
     )
     scenario.launches, scenario.duplicate_launches = launches, max(0, launches - 3)
     FIGURES.record(scenario)
@@ -144,15 +135,9 @@ async def test_a_node_cut_off_at_the_network_is_judged_by_the_matrix_and_never_f
     assert "unhealthy" in during_short
     assert "dead" not in during_short + after_short
     assert after_short[-1] == "active"
-    assert after_short.count("active") == 1
+    assert transitions(after_short).count("active") == 1
     # long: unhealthy past dead_after is dead, replaced and terminated; never back
-    path = during_long + after_long
+    path = transitions(during_long + after_long)
     assert "dead" in path
     assert "active" not in path[path.index("dead") :]
     assert launches == 3  # two, then one replacement
-
-
-def _joined(first: list[str], then: list[str]) -> list[str]:
-    """Two runs of statuses as one, without repeats in a row."""
-    both = first + then
-    return [s for i, s in enumerate(both) if i == 0 or both[i - 1] != s]

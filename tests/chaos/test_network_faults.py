@@ -81,7 +81,7 @@ async def test_a_node_cut_off_from_the_control_plane_is_judged_by_the_matrix_and
     scenario = load.scenario(
         "a node's agent cut off from the control plane, 16 s and 50 s",
         notes=f"short cut: {sorted(set(during_short + after_short))}; long cut: "
-        f"{_transitions(during_long + after_long)}",
+        f"{transitions(during_long + after_long)}",
     )
     scenario.launches, scenario.duplicate_launches = launches, max(0, launches - 3)
     FIGURES.record(scenario)
@@ -89,13 +89,13 @@ async def test_a_node_cut_off_from_the_control_plane_is_judged_by_the_matrix_and
     # short: heartbeats late but the engine answers: degraded, still routed, never out
     assert set(during_short + after_short) == {"active"}
     # long: silent for dead_after: dead, then terminated; never active again after that
-    path = _transitions(during_long + after_long)
+    path = transitions(during_long + after_long)
     assert "dead" in path
     assert "active" not in path[path.index("dead") :]
     assert launches == 3  # two, then one replacement
     assert (await node_statuses(deployed))[long] in {"dead", "terminated"}
 
 
-def _transitions(seen: list[str]) -> list[str]:
+def transitions(seen: list[str]) -> list[str]:
     """``seen`` without repeats in a row."""
     return [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] != s]
